@@ -1,0 +1,86 @@
+/* Job id generation and verification (format in id.h).
+ *
+ * Randomness and the MAC come from libsodium: randombytes_buf() for the 128
+ * random bits, crypto_shorthash() (SipHash-2-4, a keyed MAC for short inputs)
+ * for the tag. The time prefix makes ids sort by creation. */
+#include "job/id.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#define RAW_LEN  30 /* 6 time + 16 random + 8 MAC */
+#define BODY_LEN 22 /* the part the MAC covers */
+
+static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+
+int job_id_setup(void)
+{
+    return sodium_init() < 0 ? -1 : 0;
+}
+
+void job_id_random_key(uint8_t key[JOB_ID_KEY_LEN])
+{
+    randombytes_buf(key, JOB_ID_KEY_LEN);
+}
+
+static void encode(const uint8_t raw[RAW_LEN], char *out)
+{
+    for (int i = 0; i < RAW_LEN; i += 5) { /* 5 bytes -> 8 characters */
+        uint64_t v = 0;
+        for (int j = 0; j < 5; j++)
+            v = v << 8 | raw[i + j];
+        for (int j = 7; j >= 0; j--, v >>= 5)
+            out[i / 5 * 8 + j] = b32[v & 31];
+    }
+}
+
+static int decode(const char *in, uint8_t raw[RAW_LEN])
+{
+    for (int i = 0; i < RAW_LEN; i += 5) {
+        uint64_t v = 0;
+        for (int j = 0; j < 8; j++) {
+            const char *p = strchr(b32, in[i / 5 * 8 + j]);
+            if (!p || !*p)
+                return -1;
+            v = v << 5 | (uint64_t)(p - b32);
+        }
+        for (int j = 4; j >= 0; j--, v >>= 8)
+            raw[i + j] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static void mac(const uint8_t key[JOB_ID_KEY_LEN], const uint8_t body[BODY_LEN], uint8_t out[8])
+{
+    crypto_shorthash(out, body, BODY_LEN, key);
+}
+
+void job_id_new(const uint8_t key[JOB_ID_KEY_LEN], int64_t now_ms, char out[JOB_ID_SIZE])
+{
+    uint8_t raw[RAW_LEN];
+    for (int i = 0; i < 6; i++)
+        raw[i] = (uint8_t)((uint64_t)now_ms >> (8 * (5 - i)));
+    randombytes_buf(raw + 6, 16);
+    mac(key, raw, raw + BODY_LEN);
+    memcpy(out, "job_", 4);
+    encode(raw, out + 4);
+    out[JOB_ID_LEN] = '\0';
+}
+
+enum job_id_verdict job_id_check(const uint8_t key[JOB_ID_KEY_LEN], const char *id,
+                                 int64_t *created_ms)
+{
+    uint8_t raw[RAW_LEN], tag[8];
+    if (strlen(id) != JOB_ID_LEN || strncmp(id, "job_", 4) || decode(id + 4, raw))
+        return JOB_ID_MALFORMED;
+    mac(key, raw, tag);
+    if (sodium_memcmp(tag, raw + BODY_LEN, 8) != 0)
+        return JOB_ID_FORGED;
+    if (created_ms) {
+        uint64_t t = 0;
+        for (int i = 0; i < 6; i++)
+            t = t << 8 | raw[i];
+        *created_ms = (int64_t)t;
+    }
+    return JOB_ID_VALID;
+}

@@ -1,0 +1,196 @@
+/* The job store interface: one opaque handle per thread, one backend per file.
+ *
+ * A backend fills a const struct store_ops; the inline wrappers below carry
+ * the contract. Handles are not thread-safe: open one per thread (HTTP loop,
+ * worker, reaper, watch hub). Every write is atomic: the job row, its events
+ * and (for create) the idempotency key commit together or not at all.
+ *
+ * All strings returned through struct store_doc / store_list / job_events are
+ * owned by the caller, who frees them with the matching *_clear(). */
+#ifndef DS_STORE_STORE_H
+#define DS_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "job/job.h"
+
+typedef struct store store;
+
+/* What a poll needs: the pre-rendered job object and its version. */
+struct store_doc {
+    char *json; /* owned; the job object */
+    int64_t version;
+    int64_t event_seq;
+    enum job_state state;
+};
+
+struct store_filter {
+    bool has_state;
+    enum job_state state;
+    const char *type;   /* NULL = any */
+    const char *cursor; /* NULL = from the newest; else ids older than this */
+    int limit;
+};
+
+struct store_list {
+    char **docs; /* owned; n rendered job objects, newest first */
+    size_t n;
+    char next_cursor[JOB_ID_SIZE]; /* "" when there is no further page */
+};
+
+/* An idempotent create: the same key with the same body hash returns the
+ * existing job; with another hash it is refused. */
+struct store_idem {
+    const char *key;       /* NULL = no idempotency key */
+    const char *body_hash; /* hex digest of the canonical request */
+    int64_t expires_ms;
+};
+
+/* Called by store_changes() for each changed job, in commit order. */
+typedef void (*store_change_fn)(const char *job_id, const char *event_name, void *arg);
+
+struct store_ops {
+    const char *scheme; /* URI prefix, e.g. "sqlite:" */
+    int (*open)(const char *location, store **out);
+    void (*close)(store *st);
+    int (*ping)(store *st);
+    int (*id_key)(store *st, uint8_t key[JOB_ID_KEY_LEN]);
+    int (*create)(store *st, const struct job *job, const struct job_events *ev,
+                  const struct store_idem *idem, struct store_doc *out);
+    int (*get)(store *st, const char *id, struct store_doc *out);
+    int (*load)(store *st, const char *id, struct job *out);
+    int (*apply)(store *st, const char *id, const struct job_op *op, int64_t now_ms,
+                 struct store_doc *out);
+    int (*claim)(store *st, const struct job_op *op, int64_t now_ms, struct job *out);
+    int (*requeue_expired)(store *st, int64_t now_ms, int *requeued, int *failed);
+    int (*expire)(store *st, int64_t now_ms, int *removed);
+    int (*remove)(store *st, const char *id);
+    int (*list)(store *st, const struct store_filter *f, struct store_list *out);
+    int (*events)(store *st, const char *id, int64_t after_seq, struct job_events *out,
+                  int64_t *first_kept);
+    int (*changes)(store *st, int64_t *cursor, store_change_fn fn, void *arg);
+    int (*counts)(store *st, int64_t counts[JOB_N_STATES]);
+};
+
+/* Every backend's handle begins with this. */
+struct store {
+    const struct store_ops *ops;
+};
+
+extern const struct store_ops store_memory_ops;
+extern const struct store_ops store_sqlite_ops;
+
+/* Opens a handle on the store named by uri ("memory:", "sqlite:PATH").
+ * Returns 0, or DS_E_INVALID for an unknown scheme, or the backend's error;
+ * on error *out is NULL and *why (if not NULL) points at a static message. */
+int store_open(const char *uri, store **out, const char **why);
+
+/* Closes a handle; NULL is allowed. */
+static inline void store_close(store *st)
+{
+    if (st)
+        st->ops->close(st);
+}
+
+/* 0 when the store answers, DS_E_UNAVAILABLE otherwise. */
+static inline int store_ping(store *st)
+{
+    return st->ops->ping(st);
+}
+
+/* The deployment's id MAC key, created on first use and then shared by all. */
+static inline int store_id_key(store *st, uint8_t key[JOB_ID_KEY_LEN])
+{
+    return st->ops->id_key(st, key);
+}
+
+/* Persists a new job with its first events, atomically with the idempotency
+ * key. 0: created, *out is the new doc. DS_E_EXISTS: the key names a job made
+ * from the same body, *out is that job's doc. DS_E_IDEM_MISMATCH: same key,
+ * other body; *out untouched. */
+static inline int store_create(store *st, const struct job *job, const struct job_events *ev,
+                               const struct store_idem *idem, struct store_doc *out)
+{
+    return st->ops->create(st, job, ev, idem, out);
+}
+
+/* The rendered job. 0 or DS_E_NOTFOUND. */
+static inline int store_get(store *st, const char *id, struct store_doc *out)
+{
+    return st->ops->get(st, id, out);
+}
+
+/* The whole job, for workers. Caller job_clear()s *out. 0 or DS_E_NOTFOUND. */
+static inline int store_load(store *st, const char *id, struct job *out)
+{
+    return st->ops->load(st, id, out);
+}
+
+/* Applies op to the job atomically (see job_apply() for refusals); on success
+ * *out (may be NULL) is the new doc. DS_E_NOTFOUND if the job is gone. */
+static inline int store_apply(store *st, const char *id, const struct job_op *op, int64_t now_ms,
+                              struct store_doc *out)
+{
+    return st->ops->apply(st, id, op, now_ms, out);
+}
+
+/* Claims the oldest queued job under op->token. 0 and *out filled (caller
+ * job_clear()s), or DS_E_EMPTY. */
+static inline int store_claim(store *st, const struct job_op *op, int64_t now_ms, struct job *out)
+{
+    return st->ops->claim(st, op, now_ms, out);
+}
+
+/* Requeues running jobs whose lease expired, or fails those out of attempts. */
+static inline int store_requeue_expired(store *st, int64_t now_ms, int *requeued, int *failed)
+{
+    return st->ops->requeue_expired(st, now_ms, requeued, failed);
+}
+
+/* Deletes finished jobs past their TTL, their events and stale idempotency keys. */
+static inline int store_expire(store *st, int64_t now_ms, int *removed)
+{
+    return st->ops->expire(st, now_ms, removed);
+}
+
+/* Forgets a terminal job. 0, DS_E_NOTFOUND, or DS_E_CONFLICT if not terminal. */
+static inline int store_remove(store *st, const char *id)
+{
+    return st->ops->remove(st, id);
+}
+
+/* One page of jobs, newest first. Caller store_list_clear()s *out. */
+static inline int store_list(store *st, const struct store_filter *f, struct store_list *out)
+{
+    return st->ops->list(st, f, out);
+}
+
+/* Events of a job with seq > after_seq, oldest first, appended to *out;
+ * *first_kept is the oldest retained seq (0 if none). DS_E_NOTFOUND if gone. */
+static inline int store_events(store *st, const char *id, int64_t after_seq, struct job_events *out,
+                               int64_t *first_kept)
+{
+    return st->ops->events(st, id, after_seq, out, first_kept);
+}
+
+/* Calls fn for every change committed (by any process) after *cursor and
+ * advances it. A *cursor of -1 starts at "now" and reports nothing. */
+static inline int store_changes(store *st, int64_t *cursor, store_change_fn fn, void *arg)
+{
+    return st->ops->changes(st, cursor, fn, arg);
+}
+
+/* Number of jobs in each state. */
+static inline int store_counts(store *st, int64_t counts[JOB_N_STATES])
+{
+    return st->ops->counts(st, counts);
+}
+
+void store_doc_clear(struct store_doc *doc);
+void store_list_clear(struct store_list *list);
+
+/* Fills doc from a job (renders it). 0 or DS_E_NOMEM. For backends. */
+int store_doc_from_job(struct store_doc *doc, const struct job *job);
+
+#endif

@@ -1,0 +1,236 @@
+/* The worker pool: threads that claim queued jobs and run them under a lease.
+ *
+ * DESIGN
+ * Each worker owns a store handle. It claims the oldest queued job under a
+ * fresh random lease token, runs the job's type, and writes every progress
+ * step, heartbeat and the final result through store_apply() with that token:
+ * if the reaper (of any process) handed the job to another worker meanwhile,
+ * the write is refused (DS_E_LEASE_LOST) and this worker drops the job
+ * without writing anything. Idle workers block on the watch hub until a
+ * status change anywhere may have queued a job (1 s at most, as a safety net).
+ *
+ * Stopping: `stopping` ends claiming; running jobs may finish until
+ * `drain_deadline`, after which job_ctx_* return DS_E_DRAINING and the worker
+ * releases the lease, so the job is queued again at once for another process. */
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "watch/hub.h"
+#include "worker/worker.h"
+
+struct worker {
+    struct worker_pool *pool;
+    pthread_t thread;
+    store *st;
+};
+
+struct worker_pool {
+    const struct config *cfg;
+    struct watch_hub *hub;
+    int64_t lease_ms;
+    int n;
+    struct worker *w;
+    atomic_int stopping;
+    atomic_llong drain_deadline; /* monotonic ms; 0 = not draining */
+};
+
+struct job_ctx {
+    struct worker *w;
+    const struct job *job;
+    uint64_t token;
+    int64_t next_beat; /* monotonic ms */
+};
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static bool past_drain(struct worker_pool *p)
+{
+    int64_t d = atomic_load(&p->drain_deadline);
+    return d && clock_mono_ms() >= d;
+}
+
+/* A write under the job's lease, retried while the store is briefly busy. */
+static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payload,
+                  const char *code, const char *message)
+{
+    struct worker_pool *p = ctx->w->pool;
+    struct job_op op = {.kind = kind, .token = ctx->token, .lease_ms = p->lease_ms,
+                        .payload = payload, .code = code, .message = message};
+    int rc = DS_E_UNAVAILABLE;
+    for (int tries = 0; rc == DS_E_UNAVAILABLE && tries < 5; tries++) {
+        if (tries)
+            sleep_ms(50 << tries);
+        rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
+    }
+    if (rc == 0 && kind != JOB_OP_HEARTBEAT)
+        watch_hub_kick(p->hub);
+    ctx->next_beat = clock_mono_ms() + p->lease_ms / 3;
+    return rc;
+}
+
+int job_ctx_progress(struct job_ctx *ctx, const char *stage, int percent, const char *message)
+{
+    if (past_drain(ctx->w->pool))
+        return DS_E_DRAINING;
+    json_t *payload = json_pack("{s:s, s:i, s:s}", "stage", stage, "percent", percent, "message",
+                                message);
+    int rc = payload ? fenced(ctx, JOB_OP_PROGRESS, payload, NULL, NULL) : DS_E_NOMEM;
+    json_decref(payload);
+    return rc;
+}
+
+int job_ctx_token(struct job_ctx *ctx, const char *text)
+{
+    if (past_drain(ctx->w->pool))
+        return DS_E_DRAINING;
+    json_t *payload = json_pack("{s:s}", "text", text);
+    int rc = payload ? fenced(ctx, JOB_OP_TOKEN, payload, NULL, NULL) : DS_E_NOMEM;
+    json_decref(payload);
+    return rc;
+}
+
+int job_ctx_sleep(struct job_ctx *ctx, int64_t ms)
+{
+    int64_t until = clock_mono_ms() + ms;
+    for (;;) {
+        if (past_drain(ctx->w->pool))
+            return DS_E_DRAINING;
+        int64_t now = clock_mono_ms();
+        if (now >= ctx->next_beat) {
+            int rc = fenced(ctx, JOB_OP_HEARTBEAT, NULL, NULL, NULL);
+            if (rc)
+                return rc;
+        }
+        if (now >= until)
+            return 0;
+        int64_t slice = until - now;
+        if (slice > 50) /* stay responsive to a drain */
+            slice = 50;
+        sleep_ms(slice);
+    }
+}
+
+/* Writes the outcome of a run. */
+static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job_failure *fail)
+{
+    int wrc;
+    if (rc == 0)
+        wrc = fenced(ctx, JOB_OP_SUCCEED, result, NULL, NULL);
+    else if (rc == -1)
+        wrc = fenced(ctx, JOB_OP_FAIL, NULL, fail->code, fail->message);
+    else if (rc == DS_E_CANCELLED)
+        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "cancelled", "cancelled while running");
+    else if (rc == DS_E_DRAINING)
+        wrc = fenced(ctx, JOB_OP_RELEASE, NULL, NULL, NULL);
+    else if (rc == DS_E_LEASE_LOST)
+        wrc = DS_E_LEASE_LOST;
+    else
+        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "internal", ds_strerror(rc));
+    if (wrc == DS_E_LEASE_LOST)
+        log_warn("job %s: lease lost to another worker; this attempt's writes are discarded",
+                 ctx->job->id);
+    else if (wrc)
+        log_error("job %s: cannot record its outcome: %s", ctx->job->id, ds_strerror(wrc));
+}
+
+static void run_job(struct worker *w, const struct job *job, uint64_t token)
+{
+    struct job_ctx ctx = {w, job, token, clock_mono_ms() + w->pool->lease_ms / 3};
+    struct job_failure fail = {"", ""};
+    json_t *result = NULL;
+    const struct job_type *type = job_type_find(job->type);
+    int rc = -1;
+    if (type) {
+        rc = type->run(&ctx, job->input, &result, &fail);
+    } else {
+        snprintf(fail.code, sizeof fail.code, "unknown_type");
+        snprintf(fail.message, sizeof fail.message, "no worker knows job type '%s'", job->type);
+    }
+    finish(&ctx, rc, result, &fail);
+    json_decref(result);
+}
+
+static uint64_t new_token(void)
+{
+    uint64_t t = 0;
+    while (t == 0 || t > INT64_MAX) /* stored as a signed 64-bit integer */
+        randombytes_buf(&t, sizeof t);
+    return t;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct worker_pool *p = w->pool;
+    while (!atomic_load(&p->stopping)) {
+        struct job job;
+        struct job_op op = {.kind = JOB_OP_CLAIM, .token = new_token(), .lease_ms = p->lease_ms};
+        int rc = store_claim(w->st, &op, clock_now_ms(), &job);
+        if (rc == DS_E_EMPTY) {
+            watch_hub_wait_work(p->hub, 1000);
+            continue;
+        }
+        if (rc) {
+            log_warn("worker: cannot claim a job: %s", ds_strerror(rc));
+            sleep_ms(200);
+            continue;
+        }
+        watch_hub_kick(p->hub);
+        run_job(w, &job, op.token);
+        job_clear(&job);
+    }
+    return NULL;
+}
+
+struct worker_pool *worker_pool_start(const struct config *cfg, struct watch_hub *hub, int n)
+{
+    struct worker_pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->w = calloc((size_t)(n ? n : 1), sizeof *p->w))) {
+        free(p);
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->hub = hub;
+    p->lease_ms = (int64_t)cfg->lease_seconds * 1000;
+    for (; p->n < n; p->n++) {
+        struct worker *w = &p->w[p->n];
+        const char *why = NULL;
+        w->pool = p;
+        if (store_open(cfg->store, &w->st, &why) ||
+            pthread_create(&w->thread, NULL, worker_main, w)) {
+            log_error("worker: cannot start: %s", why ? why : "no thread");
+            store_close(w->st);
+            worker_pool_stop(p, 0);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+void worker_pool_stop(struct worker_pool *p, int drain_ms)
+{
+    if (!p)
+        return;
+    atomic_store(&p->drain_deadline, clock_mono_ms() + drain_ms);
+    atomic_store(&p->stopping, 1);
+    watch_hub_wake_workers(p->hub);
+    for (int i = 0; i < p->n; i++) {
+        pthread_join(p->w[i].thread, NULL);
+        store_close(p->w[i].st);
+    }
+    free(p->w);
+    free(p);
+}
