@@ -149,9 +149,9 @@ static void store_new_job(struct http_request *req, json_t *root, const struct j
                           json_t *input, long ttl, long max_attempts, const char *idem_key)
 {
     struct api_loop *L = api_loop_of(req);
-    int64_t now = clock_now_ms();
+    int64_t now_us = clock_now_us(), now = now_us / 1000;
     char id[JOB_ID_SIZE], hash[65];
-    job_id_new(L->app->id_key, now, id);
+    job_id_new(L->app->id_key, now_us, id);
     body_hash(root, hash);
     struct job job;
     struct job_events ev = {0};

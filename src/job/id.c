@@ -1,6 +1,6 @@
 /* Job id generation and verification (format in id.h).
  *
- * Randomness and the MAC come from libsodium: randombytes_buf() for the 128
+ * Randomness and the MAC come from libsodium: randombytes_buf() for the 160
  * random bits, crypto_shorthash() (SipHash-2-4, a keyed MAC for short inputs)
  * for the tag. The time prefix makes ids sort by creation. */
 #include "job/id.h"
@@ -8,10 +8,13 @@
 #include <sodium.h>
 #include <string.h>
 
-#define RAW_LEN  30 /* 6 time + 16 random + 8 MAC */
-#define BODY_LEN 22 /* the part the MAC covers */
+#define TIME_LEN 7
+#define RAND_LEN 20
+#define BODY_LEN (TIME_LEN + RAND_LEN) /* the part the MAC covers */
+#define RAW_LEN  (BODY_LEN + 8)
 
-static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+/* Crockford's base32 alphabet, lower case: in ASCII order, so ids sort as their bytes do. */
+static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
 
 int job_id_setup(void)
 {
@@ -55,12 +58,12 @@ static void mac(const uint8_t key[JOB_ID_KEY_LEN], const uint8_t body[BODY_LEN],
     crypto_shorthash(out, body, BODY_LEN, key);
 }
 
-void job_id_new(const uint8_t key[JOB_ID_KEY_LEN], int64_t now_ms, char out[JOB_ID_SIZE])
+void job_id_new(const uint8_t key[JOB_ID_KEY_LEN], int64_t now_us, char out[JOB_ID_SIZE])
 {
     uint8_t raw[RAW_LEN];
-    for (int i = 0; i < 6; i++)
-        raw[i] = (uint8_t)((uint64_t)now_ms >> (8 * (5 - i)));
-    randombytes_buf(raw + 6, 16);
+    for (int i = 0; i < TIME_LEN; i++)
+        raw[i] = (uint8_t)((uint64_t)now_us >> (8 * (TIME_LEN - 1 - i)));
+    randombytes_buf(raw + TIME_LEN, RAND_LEN);
     mac(key, raw, raw + BODY_LEN);
     memcpy(out, "job_", 4);
     encode(raw, out + 4);
@@ -68,7 +71,7 @@ void job_id_new(const uint8_t key[JOB_ID_KEY_LEN], int64_t now_ms, char out[JOB_
 }
 
 enum job_id_verdict job_id_check(const uint8_t key[JOB_ID_KEY_LEN], const char *id,
-                                 int64_t *created_ms)
+                                 int64_t *created_us)
 {
     uint8_t raw[RAW_LEN], tag[8];
     if (strlen(id) != JOB_ID_LEN || strncmp(id, "job_", 4) || decode(id + 4, raw))
@@ -76,11 +79,11 @@ enum job_id_verdict job_id_check(const uint8_t key[JOB_ID_KEY_LEN], const char *
     mac(key, raw, tag);
     if (sodium_memcmp(tag, raw + BODY_LEN, 8) != 0)
         return JOB_ID_FORGED;
-    if (created_ms) {
+    if (created_us) {
         uint64_t t = 0;
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < TIME_LEN; i++)
             t = t << 8 | raw[i];
-        *created_ms = (int64_t)t;
+        *created_us = (int64_t)t;
     }
     return JOB_ID_VALID;
 }

@@ -17,6 +17,13 @@ int64_t clock_now_ms(void)
     return ms_of(CLOCK_REALTIME);
 }
 
+int64_t clock_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t clock_mono_ms(void)
 {
     return ms_of(CLOCK_MONOTONIC);

@@ -10,6 +10,9 @@
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME): what the store keeps. */
 int64_t clock_now_ms(void);
 
+/* Microseconds since the Unix epoch (CLOCK_REALTIME). */
+int64_t clock_now_us(void);
+
 /* Milliseconds of CLOCK_MONOTONIC: for deadlines inside one process. */
 int64_t clock_mono_ms(void);
 
