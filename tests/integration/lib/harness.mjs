@@ -56,6 +56,7 @@ export async function startServer({ store, name, workers = 2, lease = 30, role =
 // Sends SIGTERM (or another signal) and checks the exit: 0 and no sanitizer
 // report for SIGTERM; a SIGKILL is only waited for.
 export async function stopServer(server, signal = 'SIGTERM') {
+  server.stopped = true;
   if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill(signal);
   const { code } = await server.exited;
   if (SANITIZER_REPORT.test(server.log)) throw new Error(`${server.name}: sanitizer report:\n${server.log}`);
