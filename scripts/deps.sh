@@ -4,6 +4,7 @@
 # and integration test helpers through npm into tests/node_modules.
 #   scripts/deps.sh build   -- what `make` needs
 #   scripts/deps.sh test    -- plus what `make check` needs
+#   scripts/deps.sh bench   -- plus what `make bench` needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +12,11 @@ build_pkgs=(gcc make pkg-config libevent-dev libsqlite3-dev libjansson-dev
     libsodium-dev libhttp-parser-dev libhiredis-dev)
 test_pkgs=(libcmocka-dev nginx-light redis-server curl nodejs npm
     libclang-rt-14-dev)
+bench_pkgs=(nginx-light curl nodejs npm wrk)
 
 want=("${build_pkgs[@]}")
 [ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
+[ "${1:-build}" = bench ] && want+=("${bench_pkgs[@]}")
 
 missing=()
 for p in "${want[@]}"; do

@@ -26,7 +26,8 @@ struct option_def {
     const char *help;
 };
 
-#define STR(field) OPT_STR, offsetof(struct config, field), sizeof(((struct config *)0)->field), 0, 0
+#define STR(field)                                                                                 \
+    OPT_STR, offsetof(struct config, field), sizeof(((struct config *)0)->field), 0, 0
 #define INT(field, lo, hi) OPT_INT, offsetof(struct config, field), 0, lo, hi
 
 static const struct option_def options[] = {
@@ -42,9 +43,8 @@ static const struct option_def options[] = {
      "event loops serving HTTP (default: number of cores)"},
     {"corpus", "DATASPHERE_CORPUS", "", STR(corpus), false,
      "documents that research and chat read (default: the bundled sample corpus)"},
-    {"async-job-mode", "ASYNC_JOB_MODE", "false", OPT_BOOL,
-     offsetof(struct config, async_job_mode), 0, 0, 0, true,
-     "/chat/stream answers with a job instead of a stream"},
+    {"async-job-mode", "ASYNC_JOB_MODE", "false", OPT_BOOL, offsetof(struct config, async_job_mode),
+     0, 0, 0, true, "/chat/stream answers with a job instead of a stream"},
     {"lease-seconds", "DATASPHERE_LEASE_SECONDS", "30", INT(lease_seconds, 1, 3600), false,
      "a worker that stops heartbeating loses its job after this"},
     {"job-ttl", "DATASPHERE_JOB_TTL", "86400", INT(job_ttl, 1, 30 * 86400), false,
@@ -216,7 +216,8 @@ int config_parse(struct config *cfg, enum config_role role, int argc, char **arg
 
 void config_usage(enum config_role role, FILE *out)
 {
-    fprintf(out, "usage: datasphere %s [options]\n\noptions (flag, environment variable, default):\n",
+    fprintf(out,
+            "usage: datasphere %s [options]\n\noptions (flag, environment variable, default):\n",
             role_name(role));
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option_def *o = &options[i];

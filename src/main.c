@@ -78,7 +78,8 @@ static int run(struct app *app, store *st, struct event_base *base)
 {
     const struct config *cfg = app->cfg;
     int lease_ms = cfg->lease_seconds * 1000;
-    struct watch_hub *hub = watch_hub_start(cfg->store, strncmp(cfg->store, "memory:", 7) ? HUB_POLL_MS : 0);
+    struct watch_hub *hub =
+        watch_hub_start(cfg->store, strncmp(cfg->store, "memory:", 7) ? HUB_POLL_MS : 0);
     app->hub = hub;
     struct worker_pool *pool = hub ? worker_pool_start(cfg, hub, cfg->workers) : NULL;
     struct reaper *reaper = pool ? reaper_start(base, st, lease_ms < 4000 ? lease_ms / 4 : 1000,

@@ -88,8 +88,8 @@ static int sse_pump(struct sse *s)
     struct job_events ev = {0};
     int64_t first_kept = 0;
     /* A vanished job or a failing store ends the stream; the client retries. */
-    enum pump out = store_events(s->L->st, s->id, s->last_seq, &ev, &first_kept) ? PUMP_END
-                                                                                  : PUMP_KEEP;
+    enum pump out =
+        store_events(s->L->st, s->id, s->last_seq, &ev, &first_kept) ? PUMP_END : PUMP_KEEP;
     if (out == PUMP_KEEP && ev.n && ev.v[0].seq > s->last_seq + 1)
         out = catch_up(s);
     for (size_t i = 0; out == PUMP_KEEP && i < ev.n; i++) {

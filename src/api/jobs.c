@@ -41,8 +41,8 @@ static int is_json(const char *ctype)
     while (*ctype == ' ')
         ctype++;
     size_t n = strlen("application/json");
-    return !strncasecmp(ctype, "application/json", n) && (ctype[n] == '\0' || ctype[n] == ';' ||
-                                                          ctype[n] == ' ');
+    return !strncasecmp(ctype, "application/json", n) &&
+           (ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ');
 }
 
 /* Parses and checks the body; answers the error itself and returns NULL. */
@@ -68,8 +68,10 @@ static json_t *parse_create(struct http_request *req)
     {
         if (strcmp(key, "type") && strcmp(key, "input") && strcmp(key, "ttl_seconds") &&
             strcmp(key, "max_attempts")) {
-            http_problem(req, 400, "unknown field '%s' (fields: type, input, ttl_seconds, "
-                                   "max_attempts)", key);
+            http_problem(req, 400,
+                         "unknown field '%s' (fields: type, input, ttl_seconds, "
+                         "max_attempts)",
+                         key);
             json_decref(root);
             return NULL;
         }
@@ -309,6 +311,19 @@ static int wait_param(struct http_request *req, int *wait_s)
     return 0;
 }
 
+/* Revalidation: answers 304 from the version alone when it still matches.
+ * Returns 1 when it answered. */
+static int not_modified(struct http_request *req, const char *id, int64_t known)
+{
+    int64_t version;
+    enum job_state state;
+    if (store_peek(api_loop_of(req)->st, id, &version, &state) || version != known)
+        return 0; /* changed, gone or failing: the full read answers */
+    struct store_doc doc = {.json = "", .version = version, .state = state};
+    send_doc(req, 304, &doc);
+    return 1;
+}
+
 void jobs_get(struct http_request *req)
 {
     struct api_loop *L = api_loop_of(req);
@@ -321,6 +336,8 @@ void jobs_get(struct http_request *req)
         park(req, id, known, wait_s);
         return;
     }
+    if (known >= 0 && not_modified(req, id, known))
+        return;
     struct store_doc doc = {0};
     int rc = store_get(L->st, id, &doc);
     if (rc)
@@ -380,8 +397,9 @@ static int list_filter(struct http_request *req, struct store_filter *f, char *t
     char *end;
     f->limit = l == 1 ? (int)strtol(limit, &end, 10) : 20;
     if (s == -1 || (s == 1 && job_state_parse(status, &f->state))) {
-        http_problem(req, 400, "status must be one of queued, running, succeeded, failed, "
-                               "cancelled");
+        http_problem(req, 400,
+                     "status must be one of queued, running, succeeded, failed, "
+                     "cancelled");
         return -1;
     }
     if (l == -1 || (l == 1 && (!*limit || *end || f->limit < 1 || f->limit > 100))) {

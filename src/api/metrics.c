@@ -9,9 +9,9 @@
 
 #include "api/api.h"
 
-static const char *const route_names[] = {"jobs_create", "jobs_list", "jobs_get", "jobs_delete",
-                                          "jobs_events", "jobs_cancel", "healthz", "readyz",
-                                          "metrics", "client", "unmatched"};
+static const char *const route_names[] = {"jobs_create", "jobs_list",   "jobs_get", "jobs_delete",
+                                          "jobs_events", "jobs_cancel", "healthz",  "readyz",
+                                          "metrics",     "client",      "unmatched"};
 #define N_ROUTES (sizeof route_names / sizeof route_names[0])
 
 static const int statuses[] = {200, 202, 204, 304, 400, 404, 405, 408, 409,
@@ -85,9 +85,10 @@ char *metrics_render(store *st, size_t *len)
         for (int s = 0; s < JOB_N_STATES; s++)
             evbuffer_add_printf(out, "datasphere_jobs{status=\"%s\"} %lld\n",
                                 job_state_name((enum job_state)s), (long long)counts[s]);
-        evbuffer_add_printf(out, "# HELP datasphere_queue_depth Jobs waiting for a worker.\n"
-                                 "# TYPE datasphere_queue_depth gauge\n"
-                                 "datasphere_queue_depth %lld\n",
+        evbuffer_add_printf(out,
+                            "# HELP datasphere_queue_depth Jobs waiting for a worker.\n"
+                            "# TYPE datasphere_queue_depth gauge\n"
+                            "datasphere_queue_depth %lld\n",
                             (long long)counts[JOB_QUEUED]);
     }
     evbuffer_add_printf(

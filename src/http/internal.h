@@ -13,12 +13,12 @@
 
 #include "http/http.h"
 
-#define HTTP_MAX_URL       8192
-#define HTTP_MAX_HEADERS   100
-#define HTTP_MAX_HEADER_SZ 16384
-#define HTTP_MAX_PIPELINED 65536   /* bytes buffered while a request is being served */
+#define HTTP_MAX_URL        8192
+#define HTTP_MAX_HEADERS    100
+#define HTTP_MAX_HEADER_SZ  16384
+#define HTTP_MAX_PIPELINED  65536   /* bytes buffered while a request is being served */
 #define HTTP_MAX_STREAM_LAG 1048576 /* unsent stream bytes before a slow reader is dropped */
-#define HTTP_WRITE_TIMEOUT 30
+#define HTTP_WRITE_TIMEOUT  30
 
 enum req_state { REQ_READING, REQ_HANDLING, REQ_PARKED, REQ_STREAMING, REQ_DONE };
 

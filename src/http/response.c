@@ -14,25 +14,44 @@
 const char *http_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
     }
     return "Unknown";
 }
@@ -149,8 +168,7 @@ void http_add_header(struct http_request *req, const char *name, const char *fmt
 }
 
 /* Writes the status line and headers; content_length < 0 means "streamed". */
-static void write_head(struct http_request *req, int status, const char *ctype,
-                       long content_length)
+static void write_head(struct http_request *req, int status, const char *ctype, long content_length)
 {
     struct evbuffer *out = bufferevent_get_output(req->conn->bev);
     int keep = content_length >= 0 && req->keep_alive && !req->loop->draining;
@@ -189,9 +207,9 @@ void http_problem(struct http_request *req, int status, const char *detail_fmt, 
     va_start(ap, detail_fmt);
     vsnprintf(detail, sizeof detail, detail_fmt, ap);
     va_end(ap);
-    json_t *doc = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
-                            http_reason(status), "status", status, "detail", detail, "instance",
-                            req->path ? req->path : "/");
+    json_t *doc =
+        json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", http_reason(status),
+                  "status", status, "detail", detail, "instance", req->path ? req->path : "/");
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     http_send(req, status, "application/problem+json", text ? text : "{}", text ? strlen(text) : 2);

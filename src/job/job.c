@@ -56,8 +56,8 @@ bool job_transition_allowed(enum job_state from, enum job_state to)
 
 const char *job_event_name(const char *name)
 {
-    static const char *const names[] = {"snapshot", "status", "progress", "token", "result",
-                                        "error"};
+    static const char *const names[] = {"snapshot", "status", "progress",
+                                        "token",    "result", "error"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(name, names[i]))
             return names[i];
@@ -111,9 +111,9 @@ static int emit(struct job *job, struct job_events *ev, const char *name, json_t
 
 static int emit_status(struct job *job, struct job_events *ev)
 {
-    return emit(job, ev, "status",
-                json_pack("{s:s, s:i}", "status", job_state_name(job->state), "attempts",
-                          job->attempts));
+    return emit(
+        job, ev, "status",
+        json_pack("{s:s, s:i}", "status", job_state_name(job->state), "attempts", job->attempts));
 }
 
 int job_init(struct job *job, const char *id, const char *type, json_t *input, int64_t ttl_s,
@@ -198,7 +198,8 @@ static int apply_step(struct job *job, const struct job_op *op, int64_t now, str
     return emit(job, ev, "progress", json_deep_copy(op->payload));
 }
 
-static int apply_finish(struct job *job, const struct job_op *op, int64_t now, struct job_events *ev)
+static int apply_finish(struct job *job, const struct job_op *op, int64_t now,
+                        struct job_events *ev)
 {
     int rc = fence(job, op);
     if (rc)
@@ -232,7 +233,8 @@ static int apply_requeue(struct job *job, int64_t now, struct job_events *ev)
     if (job->state != JOB_RUNNING || job->lease_expires_ms > now)
         return DS_E_INVALID;
     if (job->attempts >= job->max_attempts) {
-        set_error(job, "worker_lost", "the worker running this job stopped and no attempts are left");
+        set_error(job, "worker_lost",
+                  "the worker running this job stopped and no attempts are left");
         return move(job, JOB_FAILED, now, ev);
     }
     job->attempts++;

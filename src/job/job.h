@@ -15,7 +15,7 @@
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED, JOB_N_STATES };
 
-#define JOB_TYPE_MAX 32
+#define JOB_TYPE_MAX    32
 #define JOB_EVENTS_KEPT 1000 /* per job; older events are answered by a snapshot */
 
 struct job {
@@ -64,8 +64,8 @@ enum job_op_kind {
 /* A requested change. Borrowed pointers stay owned by the caller. */
 struct job_op {
     enum job_op_kind kind;
-    uint64_t token;       /* the lease token, for fenced kinds */
-    int64_t lease_ms;     /* CLAIM, HEARTBEAT, PROGRESS, TOKEN: new lease length */
+    uint64_t token;   /* the lease token, for fenced kinds */
+    int64_t lease_ms; /* CLAIM, HEARTBEAT, PROGRESS, TOKEN: new lease length */
     const json_t *payload;
     const char *code, *message; /* FAIL */
 };

@@ -59,6 +59,7 @@ struct store_ops {
     int (*create)(store *st, const struct job *job, const struct job_events *ev,
                   const struct store_idem *idem, struct store_doc *out);
     int (*get)(store *st, const char *id, struct store_doc *out);
+    int (*peek)(store *st, const char *id, int64_t *version, enum job_state *state);
     int (*load)(store *st, const char *id, struct job *out);
     int (*apply)(store *st, const char *id, const struct job_op *op, int64_t now_ms,
                  struct store_doc *out);
@@ -119,6 +120,12 @@ static inline int store_create(store *st, const struct job *job, const struct jo
 static inline int store_get(store *st, const char *id, struct store_doc *out)
 {
     return st->ops->get(st, id, out);
+}
+
+/* Only the version and state (a revalidation needs no body). 0 or DS_E_NOTFOUND. */
+static inline int store_peek(store *st, const char *id, int64_t *version, enum job_state *state)
+{
+    return st->ops->peek(st, id, version, state);
 }
 
 /* The whole job, for workers. Caller job_clear()s *out. 0 or DS_E_NOTFOUND. */

@@ -245,6 +245,19 @@ static int mem_get(store *st, const char *id, struct store_doc *out)
     return rc;
 }
 
+static int mem_peek(store *st, const char *id, int64_t *version, enum job_state *state)
+{
+    struct mem_state *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    struct mem_entry *e = find(s, id);
+    if (e) {
+        *version = e->job.version;
+        *state = e->job.state;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return e ? 0 : DS_E_NOTFOUND;
+}
+
 static int mem_load(store *st, const char *id, struct job *out)
 {
     struct mem_state *s = S(st);
@@ -458,6 +471,7 @@ const struct store_ops store_memory_ops = {
     .id_key = mem_id_key,
     .create = mem_create,
     .get = mem_get,
+    .peek = mem_peek,
     .load = mem_load,
     .apply = mem_apply,
     .claim = mem_claim,

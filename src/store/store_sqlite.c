@@ -39,7 +39,7 @@ static const char schema[] =
     " job_id TEXT NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID;";
 
 #define JOB_COLUMNS                                                                                \
-    "id, type, state, version, event_seq, attempts, max_attempts, lease_token, lease_expires,"    \
+    "id, type, state, version, event_seq, attempts, max_attempts, lease_token, lease_expires,"     \
     " cancel_requested, created, started, finished, expires, ttl, input, progress, result, error"
 
 enum stmt_id {
@@ -47,6 +47,7 @@ enum stmt_id {
     Q_COMMIT,
     Q_ROLLBACK,
     Q_GET,
+    Q_PEEK,
     Q_LOAD,
     Q_SAVE,
     Q_EVENT_ADD,
@@ -77,12 +78,14 @@ static const char *const sql[Q_COUNT] = {
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
     [Q_GET] = "SELECT doc, version, event_seq, state FROM jobs WHERE id = ?1",
+    [Q_PEEK] = "SELECT version, state FROM jobs WHERE id = ?1",
     [Q_LOAD] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [Q_SAVE] = "REPLACE INTO jobs(" JOB_COLUMNS ", doc) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
                " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     [Q_EVENT_ADD] = "INSERT INTO job_events(job_id, seq, name, data) VALUES(?1, ?2, ?3, ?4)",
     [Q_EVENT_PRUNE] = "DELETE FROM job_events WHERE job_id = ?1 AND seq <= ?2",
-    [Q_EVENTS] = "SELECT seq, name, data FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq",
+    [Q_EVENTS] =
+        "SELECT seq, name, data FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq",
     [Q_FIRST_KEPT] = "SELECT coalesce(min(seq), 0) FROM job_events WHERE job_id = ?1",
     [Q_CLAIM_PICK] = "SELECT id FROM jobs WHERE state = 0 ORDER BY created, id LIMIT 1",
     [Q_LEASES_EXPIRED] = "SELECT id FROM jobs WHERE state = 1 AND lease_expires <= ?1",
@@ -93,10 +96,13 @@ static const char *const sql[Q_COUNT] = {
     [Q_REMOVE_JOB] = "DELETE FROM jobs WHERE id = ?1",
     [Q_REMOVE_EVENTS] = "DELETE FROM job_events WHERE job_id = ?1",
     [Q_IDEM_GET] = "SELECT body_hash, job_id FROM idempotency WHERE key = ?1",
-    [Q_IDEM_PUT] = "REPLACE INTO idempotency(key, body_hash, job_id, expires) VALUES(?1, ?2, ?3, ?4)",
-    [Q_LIST] = "SELECT id, doc FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2)"
-               " AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
-    [Q_CHANGES] = "SELECT pos, job_id, name FROM job_events WHERE pos > ?1 ORDER BY pos LIMIT 10000",
+    [Q_IDEM_PUT] =
+        "REPLACE INTO idempotency(key, body_hash, job_id, expires) VALUES(?1, ?2, ?3, ?4)",
+    [Q_LIST] =
+        "SELECT id, doc FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2)"
+        " AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+    [Q_CHANGES] =
+        "SELECT pos, job_id, name FROM job_events WHERE pos > ?1 ORDER BY pos LIMIT 10000",
     [Q_MAX_POS] = "SELECT coalesce(max(pos), 0) FROM job_events",
     [Q_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
     [Q_KEY_INIT] = "INSERT OR IGNORE INTO meta(key, value) VALUES('id_key', ?1)",
@@ -245,6 +251,21 @@ static int sql_get(store *st, const char *id, struct store_doc *out)
     return rc;
 }
 
+static int sql_peek(store *st, const char *id, int64_t *version, enum job_state *state)
+{
+    struct sql_store *s = DB(st);
+    sqlite3_stmt *stmt = q(s, Q_PEEK);
+    sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(stmt, 0);
+        *state = (enum job_state)sqlite3_column_int(stmt, 1);
+    }
+    rc = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? DS_E_NOTFOUND : fail(s, rc);
+    sqlite3_reset(stmt);
+    return rc;
+}
+
 static json_t *json_column(sqlite3_stmt *stmt, int col)
 {
     const char *t = (const char *)sqlite3_column_text(stmt, col);
@@ -302,10 +323,18 @@ static void bind_json(sqlite3_stmt *stmt, int col, const json_t *v)
 static int save_job(struct sql_store *s, const struct job *job, const char *doc)
 {
     sqlite3_stmt *stmt = q(s, Q_SAVE);
-    const int64_t ints[] = {job->state,         job->version,     job->event_seq,
-                            job->attempts,      job->max_attempts, (int64_t)job->lease_token,
-                            job->lease_expires_ms, job->cancel_requested, job->created_ms,
-                            job->started_ms,    job->finished_ms,  job->expires_ms,
+    const int64_t ints[] = {job->state,
+                            job->version,
+                            job->event_seq,
+                            job->attempts,
+                            job->max_attempts,
+                            (int64_t)job->lease_token,
+                            job->lease_expires_ms,
+                            job->cancel_requested,
+                            job->created_ms,
+                            job->started_ms,
+                            job->finished_ms,
+                            job->expires_ms,
                             job->ttl_s};
     sqlite3_bind_text(stmt, 1, job->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(stmt, 2, job->type, -1, SQLITE_STATIC);
@@ -627,6 +656,7 @@ const struct store_ops store_sqlite_ops = {
     .id_key = sql_id_key,
     .create = sql_create,
     .get = sql_get,
+    .peek = sql_peek,
     .load = sql_load,
     .apply = sql_apply,
     .claim = sql_claim,

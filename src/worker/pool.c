@@ -67,8 +67,12 @@ static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payl
                   const char *code, const char *message)
 {
     struct worker_pool *p = ctx->w->pool;
-    struct job_op op = {.kind = kind, .token = ctx->token, .lease_ms = p->lease_ms,
-                        .payload = payload, .code = code, .message = message};
+    struct job_op op = {.kind = kind,
+                        .token = ctx->token,
+                        .lease_ms = p->lease_ms,
+                        .payload = payload,
+                        .code = code,
+                        .message = message};
     int rc = DS_E_UNAVAILABLE;
     for (int tries = 0; rc == DS_E_UNAVAILABLE && tries < 5; tries++) {
         if (tries)
@@ -85,8 +89,8 @@ int job_ctx_progress(struct job_ctx *ctx, const char *stage, int percent, const 
 {
     if (past_drain(ctx->w->pool))
         return DS_E_DRAINING;
-    json_t *payload = json_pack("{s:s, s:i, s:s}", "stage", stage, "percent", percent, "message",
-                                message);
+    json_t *payload =
+        json_pack("{s:s, s:i, s:s}", "stage", stage, "percent", percent, "message", message);
     int rc = payload ? fenced(ctx, JOB_OP_PROGRESS, payload, NULL, NULL) : DS_E_NOMEM;
     json_decref(payload);
     return rc;

@@ -25,8 +25,7 @@ struct job_type {
     /* Runs the job on a worker thread. Returns 0 with *result (new
      * reference); or -1 with *fail filled for a failure of the job itself;
      * or a DS_E_* code that a job_ctx_* call returned (stop at once). */
-    int (*run)(struct job_ctx *ctx, const json_t *input, json_t **result,
-               struct job_failure *fail);
+    int (*run)(struct job_ctx *ctx, const json_t *input, json_t **result, struct job_failure *fail);
 };
 
 /* The type of that name, or NULL. */

@@ -58,9 +58,8 @@ static void bad_values_exit_2(void **state)
 {
     (void)state;
     struct config cfg;
-    char *bad[][2] = {{"--workers", "many"},  {"--workers", "-1"},
-                      {"--listen", "host:99999"}, {"--lease-seconds", "0"},
-                      {"--nonsense", "1"},     {"--job-ttl", ""}};
+    char *bad[][2] = {{"--workers", "many"},    {"--workers", "-1"}, {"--listen", "host:99999"},
+                      {"--lease-seconds", "0"}, {"--nonsense", "1"}, {"--job-ttl", ""}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(parse(&cfg, 2, bad[i]), 2);
     char *missing[] = {"--store"};

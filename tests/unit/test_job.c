@@ -137,9 +137,9 @@ static void render_has_contract_fields(void **state)
     char *text = job_render(&job);
     json_t *o = json_loads(text, 0, NULL);
     assert_non_null(o);
-    const char *keys[] = {"id", "type", "status", "progress", "input", "result", "error",
-                          "attempts", "created_at", "started_at", "finished_at", "expires_at",
-                          "version", "links"};
+    const char *keys[] = {"id",          "type",       "status",   "progress",   "input",
+                          "result",      "error",      "attempts", "created_at", "started_at",
+                          "finished_at", "expires_at", "version",  "links"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         assert_non_null(json_object_get(o, keys[i]));
     assert_string_equal(json_string_value(json_object_get(o, "created_at")),

@@ -86,8 +86,12 @@ static int64_t claim(struct fixture *f, uint64_t token, int64_t lease_ms, char i
 static int op(struct fixture *f, const char *id, enum job_op_kind kind, uint64_t token)
 {
     json_t *payload = json_pack("{s:s, s:i, s:s}", "stage", "s", "percent", 1, "message", "m");
-    struct job_op o = {.kind = kind, .token = token, .lease_ms = 1000, .payload = payload,
-                       .code = "boom", .message = "it broke"};
+    struct job_op o = {.kind = kind,
+                       .token = token,
+                       .lease_ms = 1000,
+                       .payload = payload,
+                       .code = "boom",
+                       .message = "it broke"};
     int rc = store_apply(f->st, id, &o, f->now, NULL);
     json_decref(payload);
     return rc;
@@ -111,10 +115,16 @@ static void create_and_get(void **state)
     int64_t v;
     assert_int_equal(state_of(f, id, &v), JOB_QUEUED);
     assert_int_equal(v, 1);
+    enum job_state st;
+    v = 0;
+    assert_int_equal(store_peek(f->st, id, &v, &st), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(st, JOB_QUEUED);
     struct store_doc doc = {0};
     char other[JOB_ID_SIZE];
     job_id_new(f->key, f->now, other);
     assert_int_equal(store_get(f->st, other, &doc), DS_E_NOTFOUND);
+    assert_int_equal(store_peek(f->st, other, &v, &st), DS_E_NOTFOUND);
 }
 
 static void idempotency_key(void **state)
@@ -346,8 +356,8 @@ static void finished_jobs_expire(void **state)
         cmocka_unit_test_prestate_setup_teardown(cancel_and_remove, setup, teardown, fx),          \
         cmocka_unit_test_prestate_setup_teardown(events_in_order, setup, teardown, fx),            \
         cmocka_unit_test_prestate_setup_teardown(list_pages_newest_first, setup, teardown, fx),    \
-        cmocka_unit_test_prestate_setup_teardown(changes_feed_sees_other_handles, setup,           \
-                                                 teardown, fx),                                    \
+        cmocka_unit_test_prestate_setup_teardown(changes_feed_sees_other_handles, setup, teardown, \
+                                                 fx),                                              \
         cmocka_unit_test_prestate_setup_teardown(finished_jobs_expire, setup, teardown, fx)
 
 int main(void)
