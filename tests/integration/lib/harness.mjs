@@ -2,7 +2,8 @@
 // and checks at the end that each process exited cleanly with no sanitizer
 // report. Every test gets its own temporary directory.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -88,8 +89,16 @@ async function waitForPort(port, deadlineMs = 10000) {
   throw new Error(`nothing listens on ${port}`);
 }
 
-// The nginx configuration the tests use: plain round-robin, no stickiness.
+// The nginx configuration the tests use is deploy/nginx/datasphere.conf,
+// wrapped in a main config with temporary paths; only its listen address and
+// upstream servers are replaced.
+const DEPLOY_CONF = fileURLToPath(new URL('../../../deploy/nginx/datasphere.conf', import.meta.url));
+
 export function nginxConfig({ port, upstreams, dir }) {
+  const site = readFileSync(DEPLOY_CONF, 'utf8')
+    .replace(/^\s*server 127\.0\.0\.1:\d+ max_fails=0;\n/gm, '')
+    .replace(/(upstream datasphere \{\n)/, `$1${upstreams.map((u) => `    server ${u} max_fails=0;\n`).join('')}`)
+    .replace(/listen 127\.0\.0\.1:\d+;/, `listen 127.0.0.1:${port};`);
   return `
 worker_processes 1;
 error_log ${dir}/error.log warn;
@@ -102,21 +111,7 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  upstream datasphere {
-${upstreams.map((u) => `    server ${u} max_fails=0;`).join('\n')}
-    keepalive 32;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://datasphere;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_read_timeout 120s;
-      proxy_next_upstream error timeout;
-    }
-  }
+${site}
 }
 `;
 }
