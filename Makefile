@@ -2,7 +2,7 @@
 # (unit, store contract, integration) against a build under AddressSanitizer
 # and UndefinedBehaviorSanitizer; `make run` serves on the embedded defaults.
 CC      ?= cc
-PKGS    := libevent libevent_pthreads sqlite3 jansson libsodium
+PKGS    := libevent libevent_pthreads sqlite3 jansson libsodium hiredis
 SANITIZE ?=
 BUILD   ?= build
 CFLAGS  ?= -O2 -g

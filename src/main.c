@@ -15,8 +15,6 @@
 #include "worker/reaper.h"
 #include "worker/worker.h"
 
-#define HUB_POLL_MS 5 /* how soon a change by another process is seen */
-
 static void usage(FILE *out)
 {
     fprintf(out, "usage: datasphere COMMAND [options]\n\n"
@@ -78,11 +76,10 @@ static int run(struct app *app, store *st, struct event_base *base)
 {
     const struct config *cfg = app->cfg;
     int lease_ms = cfg->lease_seconds * 1000;
-    struct watch_hub *hub =
-        watch_hub_start(cfg->store, strncmp(cfg->store, "memory:", 7) ? HUB_POLL_MS : 0);
+    struct watch_hub *hub = watch_hub_start(cfg->store);
     app->hub = hub;
     struct worker_pool *pool = hub ? worker_pool_start(cfg, hub, cfg->workers) : NULL;
-    struct reaper *reaper = pool ? reaper_start(base, st, lease_ms < 4000 ? lease_ms / 4 : 1000,
+    struct reaper *reaper = pool ? reaper_start(base, st, lease_ms,
                                                 hub, metrics_lease_takeovers)
                                  : NULL;
     struct http_server *srv = reaper && cfg->role == ROLE_SERVE ? start_http(app) : NULL;

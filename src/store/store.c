@@ -6,7 +6,8 @@
 
 #include "util/err.h"
 
-static const struct store_ops *const backends[] = {&store_memory_ops, &store_sqlite_ops};
+static const struct store_ops *const backends[] = {&store_memory_ops, &store_sqlite_ops,
+                                                   &store_redis_ops};
 
 int store_open(const char *uri, store **out, const char **why)
 {

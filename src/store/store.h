@@ -52,6 +52,11 @@ typedef void (*store_change_fn)(const char *job_id, const char *event_name, void
 
 struct store_ops {
     const char *scheme; /* URI prefix, e.g. "sqlite:" */
+    /* How often the watch hub must look for changes by other processes
+     * (0: never, the backend pushes them through listen() or has none). */
+    int change_poll_ms;
+    /* claim() itself waits a while for work (no need to wait elsewhere). */
+    bool claim_waits;
     int (*open)(const char *location, store **out);
     void (*close)(store *st);
     int (*ping)(store *st);
@@ -64,7 +69,8 @@ struct store_ops {
     int (*apply)(store *st, const char *id, const struct job_op *op, int64_t now_ms,
                  struct store_doc *out);
     int (*claim)(store *st, const struct job_op *op, int64_t now_ms, struct job *out);
-    int (*requeue_expired)(store *st, int64_t now_ms, int *requeued, int *failed);
+    int (*requeue_expired)(store *st, int64_t now_ms, int64_t lease_ms, int *requeued,
+                           int *failed);
     int (*expire)(store *st, int64_t now_ms, int *removed);
     int (*remove)(store *st, const char *id);
     int (*list)(store *st, const struct store_filter *f, struct store_list *out);
@@ -72,6 +78,10 @@ struct store_ops {
                   int64_t *first_kept);
     int (*changes)(store *st, int64_t *cursor, store_change_fn fn, void *arg);
     int (*counts)(store *st, int64_t counts[JOB_N_STATES]);
+    /* Optional: blocks delivering every change by any process to fn until
+     * store_unlisten() is called from another thread. */
+    int (*listen)(store *st, store_change_fn fn, void *arg);
+    void (*unlisten)(store *st);
 };
 
 /* Every backend's handle begins with this. */
@@ -81,6 +91,7 @@ struct store {
 
 extern const struct store_ops store_memory_ops;
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_redis_ops;
 
 /* Opens a handle on the store named by uri ("memory:", "sqlite:PATH").
  * Returns 0, or DS_E_INVALID for an unknown scheme, or the backend's error;
@@ -149,10 +160,12 @@ static inline int store_claim(store *st, const struct job_op *op, int64_t now_ms
     return st->ops->claim(st, op, now_ms, out);
 }
 
-/* Requeues running jobs whose lease expired, or fails those out of attempts. */
-static inline int store_requeue_expired(store *st, int64_t now_ms, int *requeued, int *failed)
+/* Requeues running jobs whose lease expired, or fails those out of attempts.
+ * lease_ms is the configured lease (a backend may use it to find candidates). */
+static inline int store_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *requeued,
+                                        int *failed)
 {
-    return st->ops->requeue_expired(st, now_ms, requeued, failed);
+    return st->ops->requeue_expired(st, now_ms, lease_ms, requeued, failed);
 }
 
 /* Deletes finished jobs past their TTL, their events and stale idempotency keys. */
@@ -192,6 +205,18 @@ static inline int store_changes(store *st, int64_t *cursor, store_change_fn fn, 
 static inline int store_counts(store *st, int64_t counts[JOB_N_STATES])
 {
     return st->ops->counts(st, counts);
+}
+
+/* Blocks, calling fn for every change by any process, until store_unlisten()
+ * (from another thread). Only for backends with a listen op. */
+static inline int store_listen(store *st, store_change_fn fn, void *arg)
+{
+    return st->ops->listen(st, fn, arg);
+}
+
+static inline void store_unlisten(store *st)
+{
+    st->ops->unlisten(st);
 }
 
 void store_doc_clear(struct store_doc *doc);

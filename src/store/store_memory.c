@@ -324,8 +324,10 @@ static int mem_claim(store *st, const struct job_op *op, int64_t now_ms, struct 
     return rc;
 }
 
-static int mem_requeue_expired(store *st, int64_t now_ms, int *requeued, int *failed)
+static int mem_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *requeued,
+                               int *failed)
 {
+    (void)lease_ms; /* the lease expiry is in each job */
     struct mem_state *s = S(st);
     const struct job_op op = {.kind = JOB_OP_REQUEUE};
     *requeued = *failed = 0;

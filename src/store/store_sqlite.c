@@ -494,8 +494,10 @@ static size_t collect_ids(sqlite3_stmt *stmt, char (*ids)[JOB_ID_SIZE], size_t c
     return n;
 }
 
-static int sql_requeue_expired(store *st, int64_t now_ms, int *requeued, int *failed)
+static int sql_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *requeued,
+                               int *failed)
 {
+    (void)lease_ms; /* the lease expiry is in each job */
     struct sql_store *s = DB(st);
     char ids[256][JOB_ID_SIZE];
     *requeued = *failed = 0;
@@ -650,6 +652,7 @@ static int sql_counts(store *st, int64_t counts[JOB_N_STATES])
 
 const struct store_ops store_sqlite_ops = {
     .scheme = "sqlite:",
+    .change_poll_ms = 5,
     .open = sql_open,
     .close = sql_close,
     .ping = sql_ping,

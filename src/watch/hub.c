@@ -3,9 +3,11 @@
  * DESIGN
  * One thread per process runs its own event loop with its own store handle.
  * It asks store_changes() for what was committed since its cursor whenever a
- * local writer kicks it (event_active from any thread) and, for stores that
- * other processes write, every poll_ms (SQLite: one PRAGMA data_version,
- * microseconds, and a read of the new event rows only when it moved). For
+ * local writer kicks it (event_active from any thread) and, for SQLite, every
+ * change_poll_ms (one PRAGMA data_version, microseconds, and a read of the
+ * new event rows only when it moved). A backend that pushes changes (Redis
+ * pub/sub) instead gets a listener thread blocked in store_listen() on a
+ * handle of its own; every change, local or not, then arrives that way. For
  * each changed job it activates the event of every watch on that job; the
  * event runs the waiter's callback on the waiter's own loop thread, which then
  * re-reads the store. Any "status" change also wakes idle workers.
@@ -39,6 +41,8 @@ struct watch {
 
 struct watch_hub {
     store *st;
+    store *listener; /* NULL unless the backend pushes changes */
+    pthread_t listen_thread;
     struct event_base *base;
     struct event *kick, *tick;
     pthread_t thread;
@@ -102,6 +106,28 @@ static void *hub_thread(void *arg)
     return NULL;
 }
 
+static void *listen_thread(void *arg)
+{
+    struct watch_hub *hub = arg;
+    store_listen(hub->listener, on_change, hub);
+    return NULL;
+}
+
+/* Starts the listener thread where the backend pushes changes. */
+static int start_listener(struct watch_hub *hub, const char *store_uri)
+{
+    if (!hub->st->ops->listen)
+        return 0;
+    if (store_open(store_uri, &hub->listener, NULL))
+        return -1;
+    if (pthread_create(&hub->listen_thread, NULL, listen_thread, hub)) {
+        store_close(hub->listener);
+        hub->listener = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 static void hub_free(struct watch_hub *hub)
 {
     if (hub->kick)
@@ -117,7 +143,7 @@ static void hub_free(struct watch_hub *hub)
     free(hub);
 }
 
-struct watch_hub *watch_hub_start(const char *store_uri, int poll_ms)
+struct watch_hub *watch_hub_start(const char *store_uri)
 {
     struct watch_hub *hub = calloc(1, sizeof *hub);
     if (!hub)
@@ -137,10 +163,18 @@ struct watch_hub *watch_hub_start(const char *store_uri, int poll_ms)
     hub->base = rc ? NULL : event_base_new();
     hub->kick = hub->base ? event_new(hub->base, -1, 0, look, hub) : NULL;
     hub->tick = hub->base ? event_new(hub->base, -1, EV_PERSIST, look, hub) : NULL;
+    int poll_ms = hub->st ? hub->st->ops->change_poll_ms : 0;
     struct timeval tv = {poll_ms / 1000, (poll_ms % 1000) * 1000};
     if (!hub->kick || !hub->tick || (poll_ms && event_add(hub->tick, &tv)) ||
         pthread_create(&hub->thread, NULL, hub_thread, hub)) {
         log_error("watch hub: cannot start (%s)", why ? why : "no memory");
+        hub_free(hub);
+        return NULL;
+    }
+    if (start_listener(hub, store_uri)) {
+        log_error("watch hub: cannot subscribe to the store's changes");
+        event_base_loopbreak(hub->base);
+        pthread_join(hub->thread, NULL);
         hub_free(hub);
         return NULL;
     }
@@ -151,6 +185,11 @@ void watch_hub_stop(struct watch_hub *hub)
 {
     if (!hub)
         return;
+    if (hub->listener) {
+        store_unlisten(hub->listener);
+        pthread_join(hub->listen_thread, NULL);
+        store_close(hub->listener);
+    }
     event_base_loopbreak(hub->base);
     pthread_join(hub->thread, NULL);
     hub_free(hub);

@@ -11,11 +11,11 @@ struct watch;
 /* Runs on the waiter's own event loop thread after a change to its job. */
 typedef void (*watch_fn)(void *arg);
 
-/* Starts the hub thread with its own handle on the store at uri.
- * poll_ms: how often to look for changes committed by other processes
- * (0 = only when kicked, for stores no other process can write).
+/* Starts the hub thread with its own handle on the store at uri. It learns
+ * of other processes' changes as the backend allows: a listener thread where
+ * the store pushes them (Redis), else a look every change_poll_ms (SQLite).
  * Returns NULL after logging why. */
-struct watch_hub *watch_hub_start(const char *store_uri, int poll_ms);
+struct watch_hub *watch_hub_start(const char *store_uri);
 /* Stops the thread and frees the hub. Every watch must be removed first. */
 void watch_hub_stop(struct watch_hub *hub);
 

@@ -184,7 +184,8 @@ static void *worker_main(void *arg)
         struct job_op op = {.kind = JOB_OP_CLAIM, .token = new_token(), .lease_ms = p->lease_ms};
         int rc = store_claim(w->st, &op, clock_now_ms(), &job);
         if (rc == DS_E_EMPTY) {
-            watch_hub_wait_work(p->hub, 1000);
+            if (!w->st->ops->claim_waits)
+                watch_hub_wait_work(p->hub, 1000);
             continue;
         }
         if (rc) {

@@ -14,6 +14,7 @@ struct reaper {
     store *st; /* borrowed from the caller */
     struct event *timer;
     struct watch_hub *hub;
+    int64_t lease_ms;
     void (*on_takeover)(int n);
 };
 
@@ -23,7 +24,7 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     int requeued = 0, failed = 0, removed = 0;
     int64_t now = clock_now_ms();
-    int rc = store_requeue_expired(r->st, now, &requeued, &failed);
+    int rc = store_requeue_expired(r->st, now, r->lease_ms, &requeued, &failed);
     if (rc == 0 && requeued + failed > 0) {
         log_info("reaper: %d expired leases requeued, %d jobs failed with worker_lost", requeued,
                  failed);
@@ -37,13 +38,15 @@ static void reap(evutil_socket_t fd, short what, void *arg)
         log_warn("reaper: %s", ds_strerror(rc));
 }
 
-struct reaper *reaper_start(struct event_base *base, store *st, int period_ms,
+struct reaper *reaper_start(struct event_base *base, store *st, int64_t lease_ms,
                             struct watch_hub *hub, void (*on_takeover)(int n))
 {
+    int period_ms = lease_ms < 4000 ? (int)lease_ms / 4 : 1000;
     struct reaper *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
     r->st = st;
+    r->lease_ms = lease_ms;
     r->hub = hub;
     r->on_takeover = on_takeover;
     struct timeval tv = {period_ms / 1000, (period_ms % 1000) * 1000};

@@ -10,8 +10,13 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "store/store.h"
+#include "util/clock.h"
 #include "util/err.h"
 
 struct fixture {
@@ -23,10 +28,25 @@ struct fixture {
     int64_t now;
 };
 
+static int redis_port;
+
+/* Empties the test Redis between cases. */
+static void redis_flush(void)
+{
+    redisContext *c = redisConnect("127.0.0.1", redis_port);
+    assert_non_null(c);
+    assert_int_equal(c->err, 0);
+    freeReplyObject(redisCommand(c, "FLUSHALL"));
+    redisFree(c);
+}
+
 static int setup(void **state)
 {
     struct fixture *f = *state;
-    if (!strcmp(f->backend, "sqlite")) {
+    if (!strcmp(f->backend, "redis")) {
+        redis_flush();
+        snprintf(f->uri, sizeof f->uri, "redis://127.0.0.1:%d", redis_port);
+    } else if (!strcmp(f->backend, "sqlite")) {
         strcpy(f->dir, "/tmp/ds-store-XXXXXX");
         assert_non_null(mkdtemp(f->dir));
         snprintf(f->uri, sizeof f->uri, "sqlite:%s/jobs.db", f->dir);
@@ -35,7 +55,7 @@ static int setup(void **state)
     }
     assert_int_equal(store_open(f->uri, &f->st, NULL), 0);
     assert_int_equal(store_id_key(f->st, f->key), 0);
-    f->now = 1764860000000;
+    f->now = clock_now_ms(); /* real time: Redis expires keys by its own clock */
     return 0;
 }
 
@@ -193,10 +213,10 @@ static void expired_lease_is_taken_over(void **state)
     int requeued, failed;
     create(f, id, 2);
     assert_int_equal(claim(f, 31, 1000, got), 0);
-    assert_int_equal(store_requeue_expired(f->st, f->now + 999, &requeued, &failed), 0);
+    assert_int_equal(store_requeue_expired(f->st, f->now + 999, 0, &requeued, &failed), 0);
     assert_int_equal(requeued + failed, 0);
     f->now += 1000;
-    assert_int_equal(store_requeue_expired(f->st, f->now, &requeued, &failed), 0);
+    assert_int_equal(store_requeue_expired(f->st, f->now, 0, &requeued, &failed), 0);
     assert_int_equal(requeued, 1);
     assert_int_equal(state_of(f, id, NULL), JOB_QUEUED);
     assert_int_equal(claim(f, 32, 1000, got), 0);
@@ -204,7 +224,7 @@ static void expired_lease_is_taken_over(void **state)
     assert_int_equal(op(f, id, JOB_OP_PROGRESS, 31), DS_E_LEASE_LOST);
     assert_int_equal(op(f, id, JOB_OP_SUCCEED, 31), DS_E_LEASE_LOST);
     f->now += 1000;
-    assert_int_equal(store_requeue_expired(f->st, f->now, &requeued, &failed), 0);
+    assert_int_equal(store_requeue_expired(f->st, f->now, 0, &requeued, &failed), 0);
     assert_int_equal(failed, 1); /* max_attempts 2 reached */
     struct job job;
     assert_int_equal(store_load(f->st, id, &job), 0);
@@ -290,25 +310,61 @@ static void list_pages_newest_first(void **state)
 }
 
 struct seen {
+    pthread_mutex_t mu;
     int n;
     char last[JOB_ID_SIZE];
+    store *listener;
 };
 
 static void on_change(const char *job_id, const char *name, void *arg)
 {
     struct seen *s = arg;
     (void)name;
+    if (!strcmp(job_id, "*"))
+        return; /* "look at everything": sent when a subscription (re)starts */
+    pthread_mutex_lock(&s->mu);
     s->n++;
     snprintf(s->last, sizeof s->last, "%s", job_id);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *listen_main(void *arg)
+{
+    struct seen *s = arg;
+    store_listen(s->listener, on_change, s);
+    return NULL;
+}
+
+/* For a backend that pushes changes: every change by another handle arrives. */
+static void pushed_changes(struct fixture *f)
+{
+    struct seen seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pthread_t t;
+    assert_int_equal(store_open(f->uri, &seen.listener, NULL), 0);
+    assert_int_equal(pthread_create(&t, NULL, listen_main, &seen), 0);
+    usleep(100000); /* let it subscribe */
+    char id[JOB_ID_SIZE];
+    create(f, id, 3);
+    for (int i = 0; i < 200 && !seen.n; i++)
+        usleep(5000);
+    store_unlisten(seen.listener);
+    pthread_join(t, NULL);
+    store_close(seen.listener);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.last, id);
 }
 
 static void changes_feed_sees_other_handles(void **state)
 {
     struct fixture *f = *state;
+    if (f->st->ops->listen) {
+        pushed_changes(f);
+        return;
+    }
     store *watcher;
     assert_int_equal(store_open(f->uri, &watcher, NULL), 0);
     int64_t cursor = -1;
-    struct seen seen = {0};
+    struct seen seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
     assert_int_equal(store_changes(watcher, &cursor, on_change, &seen), 0);
     assert_int_equal(seen.n, 0);
     char id[JOB_ID_SIZE];
@@ -360,14 +416,54 @@ static void finished_jobs_expire(void **state)
                                                  fx),                                              \
         cmocka_unit_test_prestate_setup_teardown(finished_jobs_expire, setup, teardown, fx)
 
+/* Starts a private redis-server on a free port; returns its pid. */
+static pid_t start_redis(void)
+{
+    for (int attempt = 0; attempt < 20; attempt++) {
+        redis_port = 20000 + (int)(getpid() * 7 + attempt * 131) % 30000;
+        char port[16];
+        snprintf(port, sizeof port, "%d", redis_port);
+        pid_t pid = fork();
+        if (pid == 0) {
+            freopen("/dev/null", "w", stdout);
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 100; i++) {
+            usleep(20000);
+            redisContext *c = redisConnect("127.0.0.1", redis_port);
+            int up = c && !c->err;
+            redisFree(c);
+            if (up)
+                return pid;
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                break; /* the port was taken: try another */
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return -1;
+}
+
 int main(void)
 {
     if (job_id_setup())
         return 1;
-    static struct fixture memory = {.backend = "memory"}, sqlite = {.backend = "sqlite"};
+    static struct fixture memory = {.backend = "memory"}, sqlite = {.backend = "sqlite"},
+                          redis = {.backend = "redis"};
     const struct CMUnitTest memory_tests[] = {CASES(&memory)};
     const struct CMUnitTest sqlite_tests[] = {CASES(&sqlite)};
+    const struct CMUnitTest redis_tests[] = {CASES(&redis)};
     int failed = cmocka_run_group_tests_name("store contract: memory", memory_tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("store contract: sqlite", sqlite_tests, NULL, NULL);
+    pid_t redis_pid = start_redis();
+    if (redis_pid < 0) {
+        fprintf(stderr, "cannot start redis-server for the redis contract tests\n");
+        return failed + 1;
+    }
+    failed += cmocka_run_group_tests_name("store contract: redis", redis_tests, NULL, NULL);
+    kill(redis_pid, SIGTERM);
+    waitpid(redis_pid, NULL, 0);
     return failed;
 }

@@ -1,0 +1,799 @@
+/* The redis://HOST:PORT[/DB] backend: jobs in Redis, shared by any number of
+ * instances on any number of hosts.
+ *
+ * DESIGN
+ * Every change is one Lua script (store_redis_lua.c): atomic, fenced by the
+ * lease token, bumping `version`, appending to the job's event stream and
+ * publishing "ID EVENT" on ds:changes in one step; C never reads, modifies
+ * and writes back. The scripts get the transition table generated from
+ * job_transition_allowed(), so it is written once, in job.c.
+ *
+ * Keys (all keys of one job share the hash tag {ID}):
+ *   ds:{ID}:job      hash: the job's fields and its rendered object `doc`
+ *   ds:{ID}:events   stream, entry id "SEQ-1", capped at about 1,000 entries
+ *   ds:queue         stream + consumer group "workers": XREADGROUP claims,
+ *                    heartbeats XCLAIM (keeping the entry fresh), the reaper
+ *                    XAUTOCLAIMs entries idle past the lease (a dead worker's)
+ *   ds:jobs, ds:state:N   zsets of ids (list pages; counts by state)
+ *   ds:expiry        zset id -> expiry ms, swept by the reaper
+ *   ds:idem:SHA      "BODYHASH ID", 24 h
+ *   ds:meta          hash: the id MAC key
+ * A finished job's two keys get PEXPIREAT at its expiry.
+ *
+ * Each handle owns one synchronous hiredis connection (not thread-safe: one
+ * handle per thread). A failed command drops the connection; the next call
+ * reconnects at most every 500 ms and otherwise answers DS_E_UNAVAILABLE at
+ * once, so a Redis outage is a fast 503, not a hang. The outage is logged
+ * once, and so is the recovery. */
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "store/store.h"
+#include "store/store_redis_lua.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+enum script { S_CREATE, S_APPLY, S_CLAIM, S_REQUEUE, S_REMOVE, S_EXPIRE, S_COUNT };
+
+static const char *const bodies[S_COUNT] = {redis_lua_create,  redis_lua_apply,
+                                            redis_lua_claim,   redis_lua_requeue,
+                                            redis_lua_remove,  redis_lua_expire};
+
+/* Full script texts (T + prelude + body), built once per process. */
+static char *scripts[S_COUNT];
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static atomic_int outage_logged; /* one line per outage per process */
+
+struct redis_store {
+    struct store base;
+    char host[256];
+    int port, db;
+    redisContext *c;  /* NULL while disconnected */
+    int64_t retry_at; /* monotonic ms of the next reconnect attempt */
+    char consumer[48];
+    char sha[S_COUNT][41]; /* of the scripts, as SCRIPT LOAD answered */
+    atomic_int stop;       /* listen(): unlisten() was called */
+    atomic_int listen_fd;  /* listen(): the subscribed socket, -1 if none */
+};
+
+#define R(st) ((struct redis_store *)(st))
+
+static char *transition_table(void)
+{
+    static char t[512];
+    size_t n = (size_t)snprintf(t, sizeof t, "local T = {");
+    for (int from = 0; from < JOB_N_STATES; from++) {
+        n += (size_t)snprintf(t + n, sizeof t - n, "[%d]={", from);
+        for (int to = 0; to < JOB_N_STATES; to++)
+            if (job_transition_allowed((enum job_state)from, (enum job_state)to))
+                n += (size_t)snprintf(t + n, sizeof t - n, "[%d]=true,", to);
+        n += (size_t)snprintf(t + n, sizeof t - n, "},");
+    }
+    snprintf(t + n, sizeof t - n, "}\n");
+    return t;
+}
+
+static void build_scripts(void)
+{
+    const char *table = transition_table();
+    for (int i = 0; i < S_COUNT; i++) {
+        size_t len = strlen(table) + strlen(redis_lua_prelude) + strlen(bodies[i]) + 1;
+        scripts[i] = malloc(len);
+        if (!scripts[i])
+            abort();
+        snprintf(scripts[i], len, "%s%s%s", table, redis_lua_prelude, bodies[i]);
+    }
+}
+
+static void drop(struct redis_store *s, const char *why)
+{
+    if (s->c && !atomic_exchange(&outage_logged, 1))
+        log_warn("redis %s:%d: connection lost (%s); answering 503 until it is back", s->host,
+                 s->port, why);
+    if (s->c)
+        redisFree(s->c);
+    s->c = NULL;
+}
+
+/* Loads the scripts on this connection, learning their SHA1s. */
+static int load_scripts(struct redis_store *s)
+{
+    for (int i = 0; i < S_COUNT; i++) {
+        redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", scripts[i]);
+        int ok = r && r->type == REDIS_REPLY_STRING && r->len == 40;
+        if (ok)
+            memcpy(s->sha[i], r->str, 41);
+        else if (r && r->type == REDIS_REPLY_ERROR)
+            log_error("redis: cannot load script %d: %s", i, r->str);
+        freeReplyObject(r);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+static int setup_connection(struct redis_store *s)
+{
+    redisReply *r = NULL;
+    if (s->db && (!(r = redisCommand(s->c, "SELECT %d", s->db)) || r->type == REDIS_REPLY_ERROR)) {
+        freeReplyObject(r);
+        return -1;
+    }
+    freeReplyObject(r);
+    r = redisCommand(s->c, "XGROUP CREATE ds:queue workers 0 MKSTREAM");
+    int ok = r && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP"));
+    freeReplyObject(r);
+    return ok ? load_scripts(s) : -1;
+}
+
+/* Makes sure there is a connection; DS_E_UNAVAILABLE at once when Redis is
+ * down and the next reconnect attempt is not due. */
+static int ensure(struct redis_store *s)
+{
+    if (s->c)
+        return 0;
+    int64_t now = clock_mono_ms();
+    if (now < s->retry_at)
+        return DS_E_UNAVAILABLE;
+    s->retry_at = now + 500;
+    struct timeval connect_tv = {1, 0}, cmd_tv = {2, 0};
+    s->c = redisConnectWithTimeout(s->host, s->port, connect_tv);
+    if (!s->c || s->c->err || redisSetTimeout(s->c, cmd_tv) || setup_connection(s)) {
+        if (s->c)
+            redisFree(s->c);
+        s->c = NULL;
+        return DS_E_UNAVAILABLE;
+    }
+    if (atomic_exchange(&outage_logged, 0))
+        log_info("redis %s:%d: connected again", s->host, s->port);
+    return 0;
+}
+
+/* Runs a command given as argv; NULL when Redis is unavailable (the
+ * connection is then dropped). Caller frees the reply. */
+static redisReply *cmd(struct redis_store *s, int argc, const char **argv, const size_t *lens)
+{
+    if (ensure(s))
+        return NULL;
+    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+    if (!r)
+        drop(s, s->c->errstr);
+    return r;
+}
+
+/* EVALSHA of a script with the five common keys (plus extra), reloading the
+ * scripts once if Redis lost them (a restart). */
+static redisReply *run(struct redis_store *s, enum script which, const char *id,
+                       const char *extra_key, int nargs, const char **args, const size_t *alens)
+{
+    char job[80], events[80];
+    snprintf(job, sizeof job, "ds:{%s}:job", id);
+    snprintf(events, sizeof events, "ds:{%s}:events", id);
+    const char *argv[24] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5", job, events,
+                            "ds:queue", "ds:jobs", "ds:expiry"};
+    size_t lens[24];
+    int argc = 8;
+    if (extra_key)
+        argv[argc++] = extra_key;
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    for (int i = 0; i < nargs; i++, argc++) {
+        argv[argc] = args[i];
+        lens[argc] = alens ? alens[i] : strlen(args[i]);
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        argv[1] = s->sha[which];
+        redisReply *r = cmd(s, argc, argv, lens);
+        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8))
+            return r;
+        freeReplyObject(r);
+        if (load_scripts(s))
+            return NULL;
+    }
+    return NULL;
+}
+
+/* The first element of a script's array reply, or "" */
+static const char *code_of(const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return "";
+    return r->element[0]->str;
+}
+
+/* Maps a script reply to a DS code; logs script errors. */
+static int reply_rc(const redisReply *r)
+{
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_error("redis: script failed: %s", r->str);
+        return DS_E_IO;
+    }
+    static const struct {
+        const char *code;
+        int rc;
+    } map[] = {{"ok", 0},
+               {"notfound", DS_E_NOTFOUND},
+               {"conflict", DS_E_CONFLICT},
+               {"lease_lost", DS_E_LEASE_LOST},
+               {"cancelled", DS_E_CANCELLED},
+               {"exists", DS_E_EXISTS},
+               {"mismatch", DS_E_IDEM_MISMATCH}};
+    const char *code = code_of(r);
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(code, map[i].code))
+            return map[i].rc;
+    log_error("redis: unexpected script reply '%s'", code);
+    return DS_E_IO;
+}
+
+/* {code, doc, version, seq, state} -> out (may be NULL). */
+static int doc_from_reply(const redisReply *r, struct store_doc *out)
+{
+    if (!out)
+        return 0;
+    if (r->elements < 5)
+        return DS_E_IO;
+    out->json = strdup(r->element[1]->str);
+    out->version = strtoll(r->element[2]->str, NULL, 10);
+    out->event_seq = strtoll(r->element[3]->str, NULL, 10);
+    out->state = (enum job_state)atoi(r->element[4]->str);
+    return out->json ? 0 : DS_E_NOMEM;
+}
+
+static int parse_location(struct redis_store *s, const char *loc)
+{
+    char host[256] = "127.0.0.1";
+    int port = 6379, db = 0, n = 0;
+    if (*loc && sscanf(loc, "%255[^:/]%n", host, &n) < 1)
+        return DS_E_INVALID;
+    loc += n;
+    if (*loc == ':' && sscanf(loc, ":%d%n", &port, &n) == 1)
+        loc += n;
+    if (*loc == '/' && sscanf(loc, "/%d%n", &db, &n) == 1)
+        loc += n;
+    if (*loc || port < 1 || port > 65535 || db < 0)
+        return DS_E_INVALID;
+    snprintf(s->host, sizeof s->host, "%s", host);
+    s->port = port;
+    s->db = db;
+    return 0;
+}
+
+static int rd_open(const char *location, store **out)
+{
+    pthread_once(&scripts_once, build_scripts);
+    struct redis_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return DS_E_NOMEM;
+    s->base.ops = &store_redis_ops;
+    if (parse_location(s, location)) {
+        free(s);
+        return DS_E_INVALID;
+    }
+    snprintf(s->consumer, sizeof s->consumer, "c-%08x%08x", randombytes_random(),
+             randombytes_random());
+    atomic_store(&s->listen_fd, -1);
+    int rc = ensure(s);
+    if (rc) {
+        log_error("redis %s:%d: not reachable", s->host, s->port);
+        free(s);
+        return rc;
+    }
+    *out = &s->base;
+    return 0;
+}
+
+static void rd_close(store *st)
+{
+    struct redis_store *s = R(st);
+    if (s->c)
+        redisFree(s->c);
+    free(s);
+}
+
+/* A command from a format; NULL when unavailable. */
+static redisReply *fmt(struct redis_store *s, const char *format, ...)
+{
+    if (ensure(s))
+        return NULL;
+    va_list ap;
+    va_start(ap, format);
+    redisReply *r = redisvCommand(s->c, format, ap);
+    va_end(ap);
+    if (!r)
+        drop(s, s->c->errstr);
+    return r;
+}
+
+static int rd_ping(store *st)
+{
+    redisReply *r = fmt(R(st), "PING");
+    int rc = r && r->type == REDIS_REPLY_STATUS ? 0 : DS_E_UNAVAILABLE;
+    freeReplyObject(r);
+    return rc;
+}
+
+static int rd_id_key(store *st, uint8_t key[JOB_ID_KEY_LEN])
+{
+    struct redis_store *s = R(st);
+    uint8_t fresh[JOB_ID_KEY_LEN];
+    job_id_random_key(fresh);
+    freeReplyObject(fmt(s, "HSETNX ds:meta id_key %b", fresh, sizeof fresh));
+    redisReply *r = fmt(s, "HGET ds:meta id_key");
+    int rc = !r ? DS_E_UNAVAILABLE
+                : r->type == REDIS_REPLY_STRING && r->len == JOB_ID_KEY_LEN ? 0 : DS_E_IO;
+    if (!rc)
+        memcpy(key, r->str, JOB_ID_KEY_LEN);
+    freeReplyObject(r);
+    return rc;
+}
+
+static char *json_text(const json_t *v)
+{
+    return v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("");
+}
+
+static int rd_create(store *st, const struct job *job, const struct job_events *ev,
+                     const struct store_idem *idem, struct store_doc *out)
+{
+    struct redis_store *s = R(st);
+    char ttl[24], ma[24], now[24], idem_ms[24], idem_key[80] = "ds:idem:none";
+    char *input = json_text(job->input);
+    snprintf(ttl, sizeof ttl, "%lld", (long long)job->ttl_s);
+    snprintf(ma, sizeof ma, "%d", job->max_attempts);
+    snprintf(now, sizeof now, "%lld", (long long)job->created_ms);
+    snprintf(idem_ms, sizeof idem_ms, "%lld", (long long)(idem ? idem->expires_ms - job->created_ms : 0));
+    bool keyed = idem && idem->key;
+    if (keyed) { /* the client's key, hashed into a tidy Redis key */
+        unsigned char d[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256(d, (const unsigned char *)idem->key, strlen(idem->key));
+        memcpy(idem_key, "ds:idem:", 8);
+        sodium_bin2hex(idem_key + 8, sizeof idem_key - 8, d, 24);
+    }
+    const char *args[] = {job->id, job->type, input ? input : "{}", ttl, ma, now,
+                          ev->n ? ev->v[0].data : "", "", keyed ? idem->body_hash : "", idem_ms};
+    redisReply *r = run(s, S_CREATE, job->id, idem_key, 10, args, NULL);
+    int rc = reply_rc(r);
+    if (rc == 0 || rc == DS_E_EXISTS) {
+        int drc = doc_from_reply(r, out);
+        rc = drc ? drc : rc;
+    }
+    freeReplyObject(r);
+    free(input);
+    return rc;
+}
+
+static int rd_get(store *st, const char *id, struct store_doc *out)
+{
+    struct redis_store *s = R(st);
+    redisReply *r = fmt(s, "HMGET ds:{%s}:job doc v sq st", id);
+    int rc = !r ? DS_E_UNAVAILABLE : r->type != REDIS_REPLY_ARRAY || r->elements != 4 ? DS_E_IO
+             : r->element[0]->type != REDIS_REPLY_STRING                              ? DS_E_NOTFOUND
+                                                                                      : 0;
+    if (!rc) {
+        out->json = strdup(r->element[0]->str);
+        out->version = strtoll(r->element[1]->str, NULL, 10);
+        out->event_seq = strtoll(r->element[2]->str, NULL, 10);
+        out->state = (enum job_state)atoi(r->element[3]->str);
+        rc = out->json ? 0 : DS_E_NOMEM;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int rd_peek(store *st, const char *id, int64_t *version, enum job_state *state)
+{
+    redisReply *r = fmt(R(st), "HMGET ds:{%s}:job v st", id);
+    int rc = !r ? DS_E_UNAVAILABLE : r->type != REDIS_REPLY_ARRAY || r->elements != 2 ? DS_E_IO
+             : r->element[0]->type != REDIS_REPLY_STRING                              ? DS_E_NOTFOUND
+                                                                                      : 0;
+    if (!rc) {
+        *version = strtoll(r->element[0]->str, NULL, 10);
+        *state = (enum job_state)atoi(r->element[1]->str);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static json_t *json_or_null(const char *text)
+{
+    return *text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+/* Fills a job from HGETALL's field/value pairs. */
+static void fields_to_job(const redisReply *r, const char *id, struct job *job)
+{
+    memset(job, 0, sizeof *job);
+    snprintf(job->id, sizeof job->id, "%s", id);
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        long long n = strtoll(v, NULL, 10);
+        if (!strcmp(k, "st")) job->state = (enum job_state)n;
+        else if (!strcmp(k, "v")) job->version = n;
+        else if (!strcmp(k, "sq")) job->event_seq = n;
+        else if (!strcmp(k, "at")) job->attempts = (int)n;
+        else if (!strcmp(k, "ma")) job->max_attempts = (int)n;
+        else if (!strcmp(k, "tk")) job->lease_token = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "le")) job->lease_expires_ms = n;
+        else if (!strcmp(k, "cx")) job->cancel_requested = n;
+        else if (!strcmp(k, "cr")) job->created_ms = n;
+        else if (!strcmp(k, "sa")) job->started_ms = n;
+        else if (!strcmp(k, "fi")) job->finished_ms = n;
+        else if (!strcmp(k, "ex")) job->expires_ms = n;
+        else if (!strcmp(k, "ttl")) job->ttl_s = n;
+        else if (!strcmp(k, "ty")) snprintf(job->type, sizeof job->type, "%s", v);
+        else if (!strcmp(k, "in")) job->input = json_or_null(v);
+        else if (!strcmp(k, "pr")) job->progress = json_or_null(v);
+        else if (!strcmp(k, "rs")) job->result = json_or_null(v);
+        else if (!strcmp(k, "er")) job->error = json_or_null(v);
+    }
+}
+
+static int rd_load(store *st, const char *id, struct job *out)
+{
+    redisReply *r = fmt(R(st), "HGETALL ds:{%s}:job", id);
+    int rc = !r ? DS_E_UNAVAILABLE : r->type != REDIS_REPLY_ARRAY ? DS_E_IO
+             : r->elements == 0                                   ? DS_E_NOTFOUND
+                                                                  : 0;
+    if (!rc)
+        fields_to_job(r, id, out);
+    freeReplyObject(r);
+    return rc;
+}
+
+static const char *op_name(enum job_op_kind k)
+{
+    static const char *const names[] = {[JOB_OP_HEARTBEAT] = "heartbeat", [JOB_OP_PROGRESS] = "progress",
+                                        [JOB_OP_TOKEN] = "token",         [JOB_OP_SUCCEED] = "succeed",
+                                        [JOB_OP_FAIL] = "fail",           [JOB_OP_CANCEL] = "cancel",
+                                        [JOB_OP_RELEASE] = "release"};
+    return k < sizeof names / sizeof names[0] && names[k] ? names[k] : NULL;
+}
+
+static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t now_ms,
+                    struct store_doc *out)
+{
+    struct redis_store *s = R(st);
+    const char *name = op_name(op->kind);
+    if (!name)
+        return DS_E_INVALID;
+    char token[24], lease[24], now[24];
+    snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
+    snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    char *payload = json_text(op->payload);
+    json_t *err = op->kind == JOB_OP_FAIL ? json_pack("{s:s, s:s}", "code", op->code, "message",
+                                                      op->message ? op->message : op->code)
+                                          : NULL;
+    char *error = json_text(err);
+    bool cancelled = op->kind == JOB_OP_FAIL && !strcmp(op->code, "cancelled");
+    const char *args[] = {name,  id, token, lease, now, payload ? payload : "", error ? error : "",
+                          cancelled ? "1" : "0", s->consumer};
+    redisReply *r = run(s, S_APPLY, id, NULL, 9, args, NULL);
+    int rc = reply_rc(r);
+    if (!rc)
+        rc = doc_from_reply(r, out);
+    freeReplyObject(r);
+    free(payload);
+    free(error);
+    json_decref(err);
+    return rc;
+}
+
+/* The job id and entry id of an XREADGROUP reply with one entry. */
+static int read_entry(const redisReply *r, char *qid, size_t qcap, char id[JOB_ID_SIZE])
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+        return -1;
+    const redisReply *entries = r->element[0]->element[1];
+    if (entries->elements < 1)
+        return -1;
+    const redisReply *e = entries->element[0];
+    if (e->elements < 2 || e->element[1]->elements < 2)
+        return -1;
+    snprintf(qid, qcap, "%s", e->element[0]->str);
+    snprintf(id, JOB_ID_SIZE, "%s", e->element[1]->element[1]->str);
+    return 0;
+}
+
+/* Runs the claim script for one queue entry: 0 and *out, or DS_E_EMPTY if the
+ * entry was stale (its job cancelled, requeued or gone). */
+static int claim_entry(struct redis_store *s, const char *qid, const char *id,
+                       const struct job_op *op, struct job *out)
+{
+    char token[24], lease[24], now[24];
+    snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
+    snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    const char *args[] = {id, qid, token, lease, now};
+    redisReply *r = run(s, S_CLAIM, id, NULL, 5, args, NULL);
+    const char *code = code_of(r);
+    int rc = !r ? DS_E_UNAVAILABLE : !strcmp(code, "skip") ? DS_E_EMPTY : !strcmp(code, "ok") ? 0 : DS_E_IO;
+    if (rc == 0 && r->elements >= 9) {
+        memset(out, 0, sizeof *out);
+        snprintf(out->id, sizeof out->id, "%s", id);
+        snprintf(out->type, sizeof out->type, "%s", r->element[1]->str);
+        out->input = json_or_null(r->element[2]->str);
+        out->attempts = atoi(r->element[3]->str);
+        out->max_attempts = atoi(r->element[4]->str);
+        out->version = strtoll(r->element[5]->str, NULL, 10);
+        out->event_seq = strtoll(r->element[6]->str, NULL, 10);
+        out->created_ms = strtoll(r->element[7]->str, NULL, 10);
+        out->ttl_s = strtoll(r->element[8]->str, NULL, 10);
+        out->state = JOB_RUNNING;
+        out->lease_token = op->token;
+    } else if (rc == DS_E_IO) {
+        reply_rc(r);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Waits up to half a second for a queue entry, then claims its job. */
+static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct job *out)
+{
+    struct redis_store *s = R(st);
+    (void)now_ms; /* the wait makes it stale: the script gets the time after it */
+    for (int tries = 0; tries < 8; tries++) {
+        redisReply *r = fmt(s, "XREADGROUP GROUP workers %s COUNT 1 BLOCK 500 STREAMS ds:queue >",
+                            s->consumer);
+        if (!r)
+            return DS_E_UNAVAILABLE;
+        char qid[64], id[JOB_ID_SIZE];
+        int found = r->type == REDIS_REPLY_ARRAY && read_entry(r, qid, sizeof qid, id) == 0;
+        freeReplyObject(r);
+        if (!found)
+            return DS_E_EMPTY;
+        int rc = claim_entry(s, qid, id, op, out);
+        if (rc != DS_E_EMPTY)
+            return rc;
+    }
+    return DS_E_EMPTY;
+}
+
+/* Examines queue entries idle for lease_ms (their worker stopped heartbeating). */
+static int rd_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *requeued,
+                              int *failed)
+{
+    struct redis_store *s = R(st);
+    *requeued = *failed = 0;
+    redisReply *r = fmt(s, "XAUTOCLAIM ds:queue workers reaper-%s %lld 0-0 COUNT 100", s->consumer,
+                        (long long)lease_ms);
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    int rc = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 ? 0 : DS_E_IO;
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    for (size_t i = 0; !rc && i < r->element[1]->elements; i++) {
+        const redisReply *e = r->element[1]->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[1]->type != REDIS_REPLY_ARRAY ||
+            e->element[1]->elements < 2)
+            continue; /* an entry deleted meanwhile */
+        const char *id = e->element[1]->element[1]->str;
+        const char *args[] = {id, e->element[0]->str, now};
+        redisReply *q = run(s, S_REQUEUE, id, NULL, 3, args, NULL);
+        const char *code = code_of(q);
+        if (!strcmp(code, "requeued"))
+            ++*requeued;
+        else if (!strcmp(code, "failed"))
+            ++*failed;
+        else if (!q)
+            rc = DS_E_UNAVAILABLE;
+        freeReplyObject(q);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int rd_expire(store *st, int64_t now_ms, int *removed)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    const char *args[] = {now, "1000"};
+    redisReply *r = run(R(st), S_EXPIRE, "-", NULL, 2, args, NULL);
+    int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_INTEGER ? 0 : reply_rc(r);
+    *removed = rc ? 0 : (int)r->integer;
+    freeReplyObject(r);
+    return rc;
+}
+
+static int rd_remove(store *st, const char *id)
+{
+    const char *args[] = {id};
+    redisReply *r = run(R(st), S_REMOVE, id, NULL, 1, args, NULL);
+    int rc = reply_rc(r);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Adds the docs of ids (newest first) that match the type filter to out. */
+static int add_page(struct redis_store *s, const redisReply *ids, const struct store_filter *f,
+                    struct store_list *out, char last[JOB_ID_SIZE])
+{
+    for (size_t i = 0; i < ids->elements; i++) {
+        redisReply *r = fmt(s, "HMGET ds:{%s}:job doc ty", ids->element[i]->str);
+        if (!r)
+            return DS_E_UNAVAILABLE;
+        bool live = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                    r->element[0]->type == REDIS_REPLY_STRING;
+        bool match = live && (!f->type || !strcmp(r->element[1]->str, f->type));
+        if (match && out->n == (size_t)f->limit) { /* one more exists: a next page */
+            memcpy(out->next_cursor, last, JOB_ID_SIZE);
+            freeReplyObject(r);
+            return 1;
+        }
+        if (match) {
+            out->docs[out->n++] = strdup(r->element[0]->str);
+            snprintf(last, JOB_ID_SIZE, "%s", ids->element[i]->str);
+        }
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+static int rd_list(store *st, const struct store_filter *f, struct store_list *out)
+{
+    struct redis_store *s = R(st);
+    char key[32], max[JOB_ID_SIZE + 2], last[JOB_ID_SIZE] = "";
+    memset(out, 0, sizeof *out);
+    if (f->has_state)
+        snprintf(key, sizeof key, "ds:state:%d", f->state);
+    else
+        snprintf(key, sizeof key, "ds:jobs");
+    snprintf(max, sizeof max, f->cursor ? "(%s" : "+", f->cursor);
+    out->docs = calloc((size_t)f->limit, sizeof *out->docs);
+    int rc = out->docs ? 0 : DS_E_NOMEM;
+    while (rc == 0) {
+        redisReply *ids = fmt(s, "ZREVRANGEBYLEX %s %s - LIMIT 0 %d", key, max, f->limit + 1);
+        if (!ids)
+            rc = DS_E_UNAVAILABLE;
+        else if (ids->type != REDIS_REPLY_ARRAY)
+            rc = DS_E_IO;
+        else
+            rc = add_page(s, ids, f, out, last);
+        bool more = ids && ids->type == REDIS_REPLY_ARRAY && ids->elements == (size_t)f->limit + 1;
+        if (more)
+            snprintf(max, sizeof max, "(%s", ids->element[ids->elements - 1]->str);
+        freeReplyObject(ids);
+        if (!more)
+            break;
+    }
+    if (rc < 0) {
+        store_list_clear(out);
+        return rc;
+    }
+    return 0;
+}
+
+static int rd_events(store *st, const char *id, int64_t after_seq, struct job_events *out,
+                     int64_t *first_kept)
+{
+    struct redis_store *s = R(st);
+    redisReply *r = fmt(s, "XRANGE ds:{%s}:events %lld-0 +", id, (long long)after_seq + 1);
+    int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_ARRAY ? 0 : DS_E_IO;
+    for (size_t i = 0; !rc && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        const char *name = job_event_name(e->element[1]->element[1]->str);
+        rc = job_events_push(out, strtoll(e->element[0]->str, NULL, 10), name ? name : "status",
+                             strdup(e->element[1]->element[3]->str));
+    }
+    freeReplyObject(r);
+    redisReply *first = rc ? NULL : fmt(s, "XRANGE ds:{%s}:events - + COUNT 1", id);
+    *first_kept = first && first->type == REDIS_REPLY_ARRAY && first->elements
+                      ? strtoll(first->element[0]->element[0]->str, NULL, 10)
+                      : 0;
+    if (first && first->elements == 0) { /* no events at all: is the job gone? */
+        redisReply *ex = fmt(s, "EXISTS ds:{%s}:job", id);
+        rc = ex && ex->type == REDIS_REPLY_INTEGER && ex->integer == 0 ? DS_E_NOTFOUND : rc;
+        freeReplyObject(ex);
+    }
+    freeReplyObject(first);
+    return rc;
+}
+
+static int rd_changes(store *st, int64_t *cursor, store_change_fn fn, void *arg)
+{
+    (void)st, (void)cursor, (void)fn, (void)arg; /* changes arrive through listen() */
+    return 0;
+}
+
+static int rd_counts(store *st, int64_t counts[JOB_N_STATES])
+{
+    for (int i = 0; i < JOB_N_STATES; i++) {
+        redisReply *r = fmt(R(st), "ZCARD ds:state:%d", i);
+        if (!r)
+            return DS_E_UNAVAILABLE;
+        counts[i] = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+/* Delivers one pub/sub message "ID EVENT" to fn. */
+static void deliver(const redisReply *m, store_change_fn fn, void *arg)
+{
+    if (m->type != REDIS_REPLY_ARRAY || m->elements != 3 || strcmp(m->element[0]->str, "message"))
+        return;
+    char id[JOB_ID_SIZE], name[16];
+    if (sscanf(m->element[2]->str, "%60s %15s", id, name) == 2)
+        fn(id, name, arg);
+}
+
+static int rd_listen(store *st, store_change_fn fn, void *arg)
+{
+    struct redis_store *s = R(st);
+    while (!atomic_load(&s->stop)) {
+        redisReply *r = ensure(s) ? NULL : redisCommand(s->c, "SUBSCRIBE ds:changes");
+        if (!r) {
+            drop(s, "cannot subscribe");
+            struct timespec ts = {0, 200 * 1000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        freeReplyObject(r);
+        struct timeval forever = {0, 0};
+        redisSetTimeout(s->c, forever);
+        atomic_store(&s->listen_fd, s->c->fd);
+        if (atomic_load(&s->stop))
+            shutdown(s->c->fd, SHUT_RDWR);
+        fn("*", "status", arg); /* changes made while we were not subscribed */
+        void *m;
+        while (redisGetReply(s->c, &m) == REDIS_OK) {
+            deliver(m, fn, arg);
+            freeReplyObject(m);
+        }
+        atomic_store(&s->listen_fd, -1);
+        if (!atomic_load(&s->stop))
+            drop(s, "subscription lost");
+        else
+            redisFree(s->c), s->c = NULL;
+    }
+    return 0;
+}
+
+static void rd_unlisten(store *st)
+{
+    struct redis_store *s = R(st);
+    atomic_store(&s->stop, 1);
+    int fd = atomic_load(&s->listen_fd);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
+const struct store_ops store_redis_ops = {
+    .scheme = "redis://",
+    .change_poll_ms = 0,
+    .claim_waits = true,
+    .open = rd_open,
+    .close = rd_close,
+    .ping = rd_ping,
+    .id_key = rd_id_key,
+    .create = rd_create,
+    .get = rd_get,
+    .peek = rd_peek,
+    .load = rd_load,
+    .apply = rd_apply,
+    .claim = rd_claim,
+    .requeue_expired = rd_requeue_expired,
+    .expire = rd_expire,
+    .remove = rd_remove,
+    .list = rd_list,
+    .events = rd_events,
+    .changes = rd_changes,
+    .counts = rd_counts,
+    .listen = rd_listen,
+    .unlisten = rd_unlisten,
+};

@@ -1,0 +1,249 @@
+/* The Lua scripts of the redis:// backend. Each state change is one script:
+ * atomic, fenced by the lease token, bumping `version`, appending to the
+ * job's event stream and publishing the change on ds:changes in one step.
+ *
+ * DESIGN
+ * The scripts mirror job_apply() in src/job/job.c; the transition table is
+ * not repeated here: store_redis.c generates `local T = {...}` from
+ * job_transition_allowed() and puts it in front of every script, so the C
+ * table stays the only one. Values that need JSON (input, progress, result,
+ * error) arrive already rendered by C (jansson), so the scripts only join
+ * strings and never re-encode user data.
+ *
+ * Keys: KEYS[1] ds:{id}:job (hash), KEYS[2] ds:{id}:events (stream),
+ * KEYS[3] ds:queue (stream, group "workers"), KEYS[4] ds:jobs (zset, the
+ * list index), KEYS[5] ds:expiry (zset by expiry time); ds:state:N (one zset
+ * per state, for counts and filtered lists) are named inside the scripts. Hash fields: st state,
+ * v version, sq last event seq, at attempts, ma max attempts, tk lease token,
+ * le lease expiry (ms), cx cancel requested, cr/sa/fi/ex created, started,
+ * finished, expires (ms, 0 = null), ttl (s), ty type, in/pr/rs/er JSON texts
+ * ('' = null), doc the rendered job object, qid its queue entry. */
+#include "store/store_redis_lua.h"
+
+const char redis_lua_prelude[] =
+    "local NAMES = {[0]='queued', [1]='running', [2]='succeeded', [3]='failed', [4]='cancelled'}\n"
+    "local NUM = {st=1, v=1, sq=1, at=1, ma=1, le=1, cx=1, cr=1, sa=1, fi=1, ex=1, ttl=1}\n"
+    "local function load(key)\n"
+    "  local h = redis.call('HGETALL', key)\n"
+    "  if #h == 0 then return nil end\n"
+    "  local j = {}\n"
+    "  for i = 1, #h, 2 do j[h[i]] = NUM[h[i]] and tonumber(h[i + 1]) or h[i + 1] end\n"
+    "  return j\n"
+    "end\n"
+    "local function ts(ms)\n"
+    "  if ms == 0 then return 'null' end\n"
+    "  local s = math.floor(ms / 1000)\n"
+    "  local days, rem = math.floor(s / 86400), s % 86400\n"
+    "  local z = days + 719468\n"
+    "  local era = math.floor(z / 146097)\n"
+    "  local doe = z - era * 146097\n"
+    "  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)\n"
+    "                          - math.floor(doe / 146096)) / 365)\n"
+    "  local y = yoe + era * 400\n"
+    "  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\n"
+    "  local mp = math.floor((5 * doy + 2) / 153)\n"
+    "  local d = doy - math.floor((153 * mp + 2) / 5) + 1\n"
+    "  local m = mp < 10 and mp + 3 or mp - 9\n"
+    "  if m <= 2 then y = y + 1 end\n"
+    "  return string.format('\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"', y, m, d,\n"
+    "    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, ms % 1000)\n"
+    "end\n"
+    "local function jv(s) if s == nil or s == '' then return 'null' end return s end\n"
+    /* The same object, in the same order, as job_to_json() in job.c. */
+    "local function render(id, j)\n"
+    "  local self = '/v1/jobs/' .. id\n"
+    "  return '{\"id\":\"' .. id .. '\",\"type\":\"' .. j.ty .. '\",\"status\":\"' .. NAMES[j.st]\n"
+    "    .. '\",\"progress\":' .. jv(j.pr) .. ',\"input\":' .. jv(j['in']) .. ',\"result\":' .. jv(j.rs)\n"
+    "    .. ',\"error\":' .. jv(j.er) .. ',\"attempts\":' .. j.at .. ',\"max_attempts\":' .. j.ma\n"
+    "    .. ',\"cancel_requested\":' .. (j.cx == 1 and 'true' or 'false')\n"
+    "    .. ',\"created_at\":' .. ts(j.cr) .. ',\"started_at\":' .. ts(j.sa)\n"
+    "    .. ',\"finished_at\":' .. ts(j.fi) .. ',\"expires_at\":' .. ts(j.ex)\n"
+    "    .. ',\"version\":' .. j.v .. ',\"links\":{\"self\":\"' .. self .. '\",\"events\":\"' .. self\n"
+    "    .. '/events\",\"cancel\":\"' .. self .. '/cancel\"}}'\n"
+    "end\n"
+    "local function save(id, j)\n"
+    "  j.doc = render(id, j)\n"
+    "  local args = {}\n"
+    "  for k, v in pairs(j) do args[#args + 1] = k; args[#args + 1] = v end\n"
+    "  redis.call('HSET', KEYS[1], unpack(args))\n"
+    "end\n"
+    /* Appends an event whose data is {"job_id","version", <fields>} and publishes it. */
+    "local function emit(id, j, name, fields)\n"
+    "  j.sq = j.sq + 1\n"
+    "  local data = '{\"job_id\":\"' .. id .. '\",\"version\":' .. j.v .. ',' .. fields .. '}'\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, j.sq .. '-1', 'n', name, 'd', data)\n"
+    "  redis.call('PUBLISH', 'ds:changes', id .. ' ' .. name)\n"
+    "end\n"
+    "local function emit_status(id, j)\n"
+    "  emit(id, j, 'status', '\"status\":\"' .. NAMES[j.st] .. '\",\"attempts\":' .. j.at)\n"
+    "end\n"
+    "local function unqueue(j)\n"
+    "  if j.qid and j.qid ~= '' then\n"
+    "    redis.call('XACK', KEYS[3], 'workers', j.qid)\n"
+    "    redis.call('XDEL', KEYS[3], j.qid)\n"
+    "  end\n"
+    "  j.qid = ''\n"
+    "end\n"
+    "local function enqueue(id, j)\n"
+    "  unqueue(j)\n"
+    "  j.qid = redis.call('XADD', KEYS[3], '*', 'id', id)\n"
+    "end\n"
+    /* move(): the transition table T (generated from C) decides. */
+    "local function move(id, j, to, now)\n"
+    "  if not T[j.st][to] then return false end\n"
+    "  redis.call('ZREM', 'ds:state:' .. j.st, id)\n"
+    "  redis.call('ZADD', 'ds:state:' .. to, 0, id)\n"
+    "  j.st = to\n"
+    "  j.v = j.v + 1\n"
+    "  if to == 1 then j.sa = now end\n"
+    "  if to == 0 then j.tk = ''; j.le = 0; enqueue(id, j) end\n"
+    "  if to < 2 then emit_status(id, j); return true end\n"
+    "  j.fi = now\n"
+    "  j.ex = now + j.ttl * 1000\n"
+    "  j.tk = ''\n"
+    "  unqueue(j)\n"
+    "  if to == 2 then\n"
+    "    emit(id, j, 'result', '\"status\":\"succeeded\",\"result\":' .. j.rs)\n"
+    "  else\n"
+    "    emit(id, j, 'error', '\"status\":\"' .. NAMES[to] .. '\",\"error\":' .. j.er)\n"
+    "  end\n"
+    "  redis.call('ZADD', KEYS[5], j.ex, id)\n"
+    "  redis.call('PEXPIREAT', KEYS[1], j.ex)\n"
+    "  redis.call('PEXPIREAT', KEYS[2], j.ex)\n"
+    "  return true\n"
+    "end\n"
+    "local function reply(code, j)\n"
+    "  if not j then return {code} end\n"
+    "  return {code, j.doc, tostring(j.v), tostring(j.sq), tostring(j.st)}\n"
+    "end\n";
+
+/* ARGV: id, type, input, ttl, max_attempts, now, first event data, (unused),
+ *       idem hash ('' = no key), idem ttl ms. KEYS[6]: the idempotency key. */
+const char redis_lua_create[] =
+    "local id = ARGV[1]\n"
+    "if ARGV[9] ~= '' then\n"
+    "  local prior = redis.call('GET', KEYS[6])\n"
+    "  if prior then\n"
+    "    local hash, pid = string.match(prior, '^(%S+) (%S+)$')\n"
+    "    if hash ~= ARGV[9] then return {'mismatch'} end\n"
+    "    local pkey = 'ds:{' .. pid .. '}:job'\n"
+    "    local p = load(pkey)\n"
+    "    if p then return reply('exists', p) end\n"
+    "  end\n"
+    "  redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. id, 'PX', ARGV[10])\n"
+    "end\n"
+    "local now = tonumber(ARGV[6])\n"
+    "local j = {st=0, v=1, sq=1, at=1, ma=tonumber(ARGV[5]), tk='', le=0, cx=0, cr=now, sa=0,\n"
+    "           fi=0, ex=0, ttl=tonumber(ARGV[4]), ty=ARGV[2], ['in']=ARGV[3], pr='', rs='', er=''}\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '1-1', 'n', 'status', 'd', ARGV[7])\n"
+    "enqueue(id, j)\n"
+    "save(id, j)\n"
+    "redis.call('ZADD', KEYS[4], 0, id)\n"
+    "redis.call('ZADD', 'ds:state:0', 0, id)\n"
+    "redis.call('PUBLISH', 'ds:changes', id .. ' status')\n"
+    "return reply('ok', j)\n";
+
+/* ARGV: op, id, token, lease_ms, now, payload JSON, error JSON, '1' if the
+ * failure is a cancellation, the worker's queue consumer name. */
+const char redis_lua_apply[] =
+    "local op, id, tk, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])\n"
+    "local j = load(KEYS[1])\n"
+    "if not j then return {'notfound'} end\n"
+    "if op == 'cancel' then\n"
+    "  if j.st >= 2 then return {'conflict'} end\n"
+    "  if j.st == 1 then\n"
+    "    if j.cx == 0 then j.cx = 1; j.v = j.v + 1; save(id, j) end\n"
+    "    return reply('ok', j)\n"
+    "  end\n"
+    "  j.er = '{\"code\":\"cancelled\",\"message\":\"cancelled before it started\"}'\n"
+    "  move(id, j, 4, now)\n"
+    "  save(id, j)\n"
+    "  return reply('ok', j)\n"
+    "end\n"
+    "if j.st ~= 1 or j.tk ~= tk then return {'lease_lost'} end\n"
+    "if op == 'release' then move(id, j, 0, now); save(id, j); return reply('ok', j) end\n"
+    "if op == 'succeed' then j.rs = ARGV[6]; move(id, j, 2, now); save(id, j); return reply('ok', j) end\n"
+    "if op == 'fail' then\n"
+    "  j.er = ARGV[7]\n"
+    "  move(id, j, ARGV[8] == '1' and 4 or 3, now)\n"
+    "  save(id, j)\n"
+    "  return reply('ok', j)\n"
+    "end\n"
+    "if j.cx == 1 then return {'cancelled'} end\n"
+    "j.le = now + tonumber(ARGV[4])\n"
+    "if op == 'heartbeat' then\n"
+    "  redis.call('HSET', KEYS[1], 'le', j.le)\n"
+    "  redis.call('XCLAIM', KEYS[3], 'workers', ARGV[9], 0, j.qid, 'JUSTID')\n"
+    "  return reply('ok', j)\n"
+    "end\n"
+    "if op == 'token' then\n"
+    "  emit(id, j, 'token', string.sub(ARGV[6], 2, -2))\n"
+    "else\n"
+    "  j.pr = ARGV[6]\n"
+    "  j.v = j.v + 1\n"
+    "  emit(id, j, 'progress', string.sub(ARGV[6], 2, -2))\n"
+    "end\n"
+    "save(id, j)\n"
+    "return reply('ok', j)\n";
+
+/* ARGV: id, queue entry id, token, lease_ms, now. Returns the job's fields. */
+const char redis_lua_claim[] =
+    "local id, qid, now = ARGV[1], ARGV[2], tonumber(ARGV[5])\n"
+    "local j = load(KEYS[1])\n"
+    "if not j or j.st ~= 0 or j.qid ~= qid then\n"
+    "  redis.call('XACK', KEYS[3], 'workers', qid)\n"
+    "  redis.call('XDEL', KEYS[3], qid)\n"
+    "  return {'skip'}\n"
+    "end\n"
+    "j.tk = ARGV[3]\n"
+    "j.le = now + tonumber(ARGV[4])\n"
+    "move(id, j, 1, now)\n"
+    "save(id, j)\n"
+    "return {'ok', j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v), tostring(j.sq),\n"
+    "        tostring(j.cr), tostring(j.ttl)}\n";
+
+/* ARGV: id, queue entry id, now. A queue entry idle past the lease: its
+ * worker is gone. */
+const char redis_lua_requeue[] =
+    "local id, qid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local j = load(KEYS[1])\n"
+    "if not j or j.qid ~= qid or j.st >= 2 then\n"
+    "  redis.call('XACK', KEYS[3], 'workers', qid)\n"
+    "  redis.call('XDEL', KEYS[3], qid)\n"
+    "  return {'gone'}\n"
+    "end\n"
+    "if j.st == 0 then enqueue(id, j); save(id, j); return {'redelivered'} end\n"
+    "if j.le > now then return {'alive'} end\n"
+    "if j.at >= j.ma then\n"
+    "  j.er = '{\"code\":\"worker_lost\",\"message\":\"the worker running this job stopped and no attempts are left\"}'\n"
+    "  move(id, j, 3, now)\n"
+    "  save(id, j)\n"
+    "  return {'failed'}\n"
+    "end\n"
+    "j.at = j.at + 1\n"
+    "move(id, j, 0, now)\n"
+    "save(id, j)\n"
+    "return {'requeued'}\n";
+
+/* ARGV: id. Forgets a finished job. */
+const char redis_lua_remove[] =
+    "local st = redis.call('HGET', KEYS[1], 'st')\n"
+    "if not st then return {'notfound'} end\n"
+    "if tonumber(st) < 2 then return {'conflict'} end\n"
+    "redis.call('DEL', KEYS[1], KEYS[2])\n"
+    "redis.call('ZREM', 'ds:state:' .. st, ARGV[1])\n"
+    "redis.call('ZREM', KEYS[4], ARGV[1])\n"
+    "redis.call('ZREM', KEYS[5], ARGV[1])\n"
+    "return {'ok'}\n";
+
+/* ARGV: now, batch. Drops index entries of jobs past their TTL (the keys
+ * expire by themselves). KEYS: [4] ds:jobs, [5] ds:expiry. */
+const char redis_lua_expire[] =
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
+    "for _, id in ipairs(ids) do\n"
+    "  for st = 2, 4 do redis.call('ZREM', 'ds:state:' .. st, id) end\n"
+    "  redis.call('ZREM', KEYS[4], id)\n"
+    "  redis.call('ZREM', KEYS[5], id)\n"
+    "  redis.call('DEL', 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events')\n"
+    "end\n"
+    "return #ids\n";
