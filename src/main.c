@@ -79,9 +79,8 @@ static int run(struct app *app, store *st, struct event_base *base)
     struct watch_hub *hub = watch_hub_start(cfg->store);
     app->hub = hub;
     struct worker_pool *pool = hub ? worker_pool_start(cfg, hub, cfg->workers) : NULL;
-    struct reaper *reaper = pool ? reaper_start(base, st, lease_ms,
-                                                hub, metrics_lease_takeovers)
-                                 : NULL;
+    struct reaper *reaper =
+        pool ? reaper_start(base, st, lease_ms, hub, metrics_lease_takeovers) : NULL;
     struct http_server *srv = reaper && cfg->role == ROLE_SERVE ? start_http(app) : NULL;
     int ok = reaper && (srv || cfg->role == ROLE_WORKER);
     if (ok) {

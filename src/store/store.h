@@ -69,8 +69,7 @@ struct store_ops {
     int (*apply)(store *st, const char *id, const struct job_op *op, int64_t now_ms,
                  struct store_doc *out);
     int (*claim)(store *st, const struct job_op *op, int64_t now_ms, struct job *out);
-    int (*requeue_expired)(store *st, int64_t now_ms, int64_t lease_ms, int *requeued,
-                           int *failed);
+    int (*requeue_expired)(store *st, int64_t now_ms, int64_t lease_ms, int *requeued, int *failed);
     int (*expire)(store *st, int64_t now_ms, int *removed);
     int (*remove)(store *st, const char *id);
     int (*list)(store *st, const struct store_filter *f, struct store_list *out);

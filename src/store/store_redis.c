@@ -44,9 +44,8 @@
 
 enum script { S_CREATE, S_APPLY, S_CLAIM, S_REQUEUE, S_REMOVE, S_EXPIRE, S_COUNT };
 
-static const char *const bodies[S_COUNT] = {redis_lua_create,  redis_lua_apply,
-                                            redis_lua_claim,   redis_lua_requeue,
-                                            redis_lua_remove,  redis_lua_expire};
+static const char *const bodies[S_COUNT] = {redis_lua_create,  redis_lua_apply,  redis_lua_claim,
+                                            redis_lua_requeue, redis_lua_remove, redis_lua_expire};
 
 /* Full script texts (T + prelude + body), built once per process. */
 static char *scripts[S_COUNT];
@@ -64,6 +63,7 @@ struct redis_store {
     char sha[S_COUNT][41]; /* of the scripts, as SCRIPT LOAD answered */
     atomic_int stop;       /* listen(): unlisten() was called */
     atomic_int listen_fd;  /* listen(): the subscribed socket, -1 if none */
+    bool recheck_pending;  /* a claim failed midway: our own entries may wait */
 };
 
 #define R(st) ((struct redis_store *)(st))
@@ -159,16 +159,25 @@ static int ensure(struct redis_store *s)
     return 0;
 }
 
-/* Runs a command given as argv; NULL when Redis is unavailable (the
- * connection is then dropped). Caller frees the reply. */
+/* Runs a command given as argv; NULL when Redis is unavailable. A command
+ * that fails on a connection made earlier is tried once more on a new one:
+ * after a Redis restart every idle connection is stale, and that is no reason
+ * to fail a request. Caller frees the reply. */
 static redisReply *cmd(struct redis_store *s, int argc, const char **argv, const size_t *lens)
 {
-    if (ensure(s))
-        return NULL;
-    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
-    if (!r)
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool fresh = !s->c;
+        if (ensure(s))
+            return NULL;
+        redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+        if (r)
+            return r;
         drop(s, s->c->errstr);
-    return r;
+        if (fresh)
+            return NULL;
+        s->retry_at = 0;
+    }
+    return NULL;
 }
 
 /* EVALSHA of a script with the five common keys (plus extra), reloading the
@@ -179,8 +188,9 @@ static redisReply *run(struct redis_store *s, enum script which, const char *id,
     char job[80], events[80];
     snprintf(job, sizeof job, "ds:{%s}:job", id);
     snprintf(events, sizeof events, "ds:{%s}:events", id);
-    const char *argv[24] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5", job, events,
-                            "ds:queue", "ds:jobs", "ds:expiry"};
+    const char *argv[24] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5",
+                            job,       events,        "ds:queue",
+                            "ds:jobs", "ds:expiry"};
     size_t lens[24];
     int argc = 8;
     if (extra_key)
@@ -304,17 +314,28 @@ static void rd_close(store *st)
     free(s);
 }
 
-/* A command from a format; NULL when unavailable. */
+/* A command from a format; NULL when unavailable (retried like cmd()). */
 static redisReply *fmt(struct redis_store *s, const char *format, ...)
 {
-    if (ensure(s))
-        return NULL;
     va_list ap;
     va_start(ap, format);
-    redisReply *r = redisvCommand(s->c, format, ap);
-    va_end(ap);
-    if (!r)
+    redisReply *r = NULL;
+    for (int attempt = 0; attempt < 2 && !r; attempt++) {
+        bool fresh = !s->c;
+        if (ensure(s))
+            break;
+        va_list again;
+        va_copy(again, ap);
+        r = redisvCommand(s->c, format, again);
+        va_end(again);
+        if (r)
+            break;
         drop(s, s->c->errstr);
+        if (fresh)
+            break;
+        s->retry_at = 0;
+    }
+    va_end(ap);
     return r;
 }
 
@@ -333,8 +354,9 @@ static int rd_id_key(store *st, uint8_t key[JOB_ID_KEY_LEN])
     job_id_random_key(fresh);
     freeReplyObject(fmt(s, "HSETNX ds:meta id_key %b", fresh, sizeof fresh));
     redisReply *r = fmt(s, "HGET ds:meta id_key");
-    int rc = !r ? DS_E_UNAVAILABLE
-                : r->type == REDIS_REPLY_STRING && r->len == JOB_ID_KEY_LEN ? 0 : DS_E_IO;
+    int rc = !r                                                          ? DS_E_UNAVAILABLE
+             : r->type == REDIS_REPLY_STRING && r->len == JOB_ID_KEY_LEN ? 0
+                                                                         : DS_E_IO;
     if (!rc)
         memcpy(key, r->str, JOB_ID_KEY_LEN);
     freeReplyObject(r);
@@ -355,7 +377,8 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
     snprintf(ttl, sizeof ttl, "%lld", (long long)job->ttl_s);
     snprintf(ma, sizeof ma, "%d", job->max_attempts);
     snprintf(now, sizeof now, "%lld", (long long)job->created_ms);
-    snprintf(idem_ms, sizeof idem_ms, "%lld", (long long)(idem ? idem->expires_ms - job->created_ms : 0));
+    snprintf(idem_ms, sizeof idem_ms, "%lld",
+             (long long)(idem ? idem->expires_ms - job->created_ms : 0));
     bool keyed = idem && idem->key;
     if (keyed) { /* the client's key, hashed into a tidy Redis key */
         unsigned char d[crypto_hash_sha256_BYTES];
@@ -363,8 +386,16 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
         memcpy(idem_key, "ds:idem:", 8);
         sodium_bin2hex(idem_key + 8, sizeof idem_key - 8, d, 24);
     }
-    const char *args[] = {job->id, job->type, input ? input : "{}", ttl, ma, now,
-                          ev->n ? ev->v[0].data : "", "", keyed ? idem->body_hash : "", idem_ms};
+    const char *args[] = {job->id,
+                          job->type,
+                          input ? input : "{}",
+                          ttl,
+                          ma,
+                          now,
+                          ev->n ? ev->v[0].data : "",
+                          "",
+                          keyed ? idem->body_hash : "",
+                          idem_ms};
     redisReply *r = run(s, S_CREATE, job->id, idem_key, 10, args, NULL);
     int rc = reply_rc(r);
     if (rc == 0 || rc == DS_E_EXISTS) {
@@ -380,9 +411,10 @@ static int rd_get(store *st, const char *id, struct store_doc *out)
 {
     struct redis_store *s = R(st);
     redisReply *r = fmt(s, "HMGET ds:{%s}:job doc v sq st", id);
-    int rc = !r ? DS_E_UNAVAILABLE : r->type != REDIS_REPLY_ARRAY || r->elements != 4 ? DS_E_IO
-             : r->element[0]->type != REDIS_REPLY_STRING                              ? DS_E_NOTFOUND
-                                                                                      : 0;
+    int rc = !r                                                 ? DS_E_UNAVAILABLE
+             : r->type != REDIS_REPLY_ARRAY || r->elements != 4 ? DS_E_IO
+             : r->element[0]->type != REDIS_REPLY_STRING        ? DS_E_NOTFOUND
+                                                                : 0;
     if (!rc) {
         out->json = strdup(r->element[0]->str);
         out->version = strtoll(r->element[1]->str, NULL, 10);
@@ -397,9 +429,10 @@ static int rd_get(store *st, const char *id, struct store_doc *out)
 static int rd_peek(store *st, const char *id, int64_t *version, enum job_state *state)
 {
     redisReply *r = fmt(R(st), "HMGET ds:{%s}:job v st", id);
-    int rc = !r ? DS_E_UNAVAILABLE : r->type != REDIS_REPLY_ARRAY || r->elements != 2 ? DS_E_IO
-             : r->element[0]->type != REDIS_REPLY_STRING                              ? DS_E_NOTFOUND
-                                                                                      : 0;
+    int rc = !r                                                 ? DS_E_UNAVAILABLE
+             : r->type != REDIS_REPLY_ARRAY || r->elements != 2 ? DS_E_IO
+             : r->element[0]->type != REDIS_REPLY_STRING        ? DS_E_NOTFOUND
+                                                                : 0;
     if (!rc) {
         *version = strtoll(r->element[0]->str, NULL, 10);
         *state = (enum job_state)atoi(r->element[1]->str);
@@ -421,33 +454,52 @@ static void fields_to_job(const redisReply *r, const char *id, struct job *job)
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
         long long n = strtoll(v, NULL, 10);
-        if (!strcmp(k, "st")) job->state = (enum job_state)n;
-        else if (!strcmp(k, "v")) job->version = n;
-        else if (!strcmp(k, "sq")) job->event_seq = n;
-        else if (!strcmp(k, "at")) job->attempts = (int)n;
-        else if (!strcmp(k, "ma")) job->max_attempts = (int)n;
-        else if (!strcmp(k, "tk")) job->lease_token = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "le")) job->lease_expires_ms = n;
-        else if (!strcmp(k, "cx")) job->cancel_requested = n;
-        else if (!strcmp(k, "cr")) job->created_ms = n;
-        else if (!strcmp(k, "sa")) job->started_ms = n;
-        else if (!strcmp(k, "fi")) job->finished_ms = n;
-        else if (!strcmp(k, "ex")) job->expires_ms = n;
-        else if (!strcmp(k, "ttl")) job->ttl_s = n;
-        else if (!strcmp(k, "ty")) snprintf(job->type, sizeof job->type, "%s", v);
-        else if (!strcmp(k, "in")) job->input = json_or_null(v);
-        else if (!strcmp(k, "pr")) job->progress = json_or_null(v);
-        else if (!strcmp(k, "rs")) job->result = json_or_null(v);
-        else if (!strcmp(k, "er")) job->error = json_or_null(v);
+        if (!strcmp(k, "st"))
+            job->state = (enum job_state)n;
+        else if (!strcmp(k, "v"))
+            job->version = n;
+        else if (!strcmp(k, "sq"))
+            job->event_seq = n;
+        else if (!strcmp(k, "at"))
+            job->attempts = (int)n;
+        else if (!strcmp(k, "ma"))
+            job->max_attempts = (int)n;
+        else if (!strcmp(k, "tk"))
+            job->lease_token = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "le"))
+            job->lease_expires_ms = n;
+        else if (!strcmp(k, "cx"))
+            job->cancel_requested = n;
+        else if (!strcmp(k, "cr"))
+            job->created_ms = n;
+        else if (!strcmp(k, "sa"))
+            job->started_ms = n;
+        else if (!strcmp(k, "fi"))
+            job->finished_ms = n;
+        else if (!strcmp(k, "ex"))
+            job->expires_ms = n;
+        else if (!strcmp(k, "ttl"))
+            job->ttl_s = n;
+        else if (!strcmp(k, "ty"))
+            snprintf(job->type, sizeof job->type, "%s", v);
+        else if (!strcmp(k, "in"))
+            job->input = json_or_null(v);
+        else if (!strcmp(k, "pr"))
+            job->progress = json_or_null(v);
+        else if (!strcmp(k, "rs"))
+            job->result = json_or_null(v);
+        else if (!strcmp(k, "er"))
+            job->error = json_or_null(v);
     }
 }
 
 static int rd_load(store *st, const char *id, struct job *out)
 {
     redisReply *r = fmt(R(st), "HGETALL ds:{%s}:job", id);
-    int rc = !r ? DS_E_UNAVAILABLE : r->type != REDIS_REPLY_ARRAY ? DS_E_IO
-             : r->elements == 0                                   ? DS_E_NOTFOUND
-                                                                  : 0;
+    int rc = !r                             ? DS_E_UNAVAILABLE
+             : r->type != REDIS_REPLY_ARRAY ? DS_E_IO
+             : r->elements == 0             ? DS_E_NOTFOUND
+                                            : 0;
     if (!rc)
         fields_to_job(r, id, out);
     freeReplyObject(r);
@@ -456,10 +508,11 @@ static int rd_load(store *st, const char *id, struct job *out)
 
 static const char *op_name(enum job_op_kind k)
 {
-    static const char *const names[] = {[JOB_OP_HEARTBEAT] = "heartbeat", [JOB_OP_PROGRESS] = "progress",
-                                        [JOB_OP_TOKEN] = "token",         [JOB_OP_SUCCEED] = "succeed",
-                                        [JOB_OP_FAIL] = "fail",           [JOB_OP_CANCEL] = "cancel",
-                                        [JOB_OP_RELEASE] = "release"};
+    static const char *const names[] = {
+        [JOB_OP_HEARTBEAT] = "heartbeat", [JOB_OP_PROGRESS] = "progress",
+        [JOB_OP_TOKEN] = "token",         [JOB_OP_SUCCEED] = "succeed",
+        [JOB_OP_FAIL] = "fail",           [JOB_OP_CANCEL] = "cancel",
+        [JOB_OP_RELEASE] = "release"};
     return k < sizeof names / sizeof names[0] && names[k] ? names[k] : NULL;
 }
 
@@ -480,8 +533,15 @@ static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t 
                                           : NULL;
     char *error = json_text(err);
     bool cancelled = op->kind == JOB_OP_FAIL && !strcmp(op->code, "cancelled");
-    const char *args[] = {name,  id, token, lease, now, payload ? payload : "", error ? error : "",
-                          cancelled ? "1" : "0", s->consumer};
+    const char *args[] = {name,
+                          id,
+                          token,
+                          lease,
+                          now,
+                          payload ? payload : "",
+                          error ? error : "",
+                          cancelled ? "1" : "0",
+                          s->consumer};
     redisReply *r = run(s, S_APPLY, id, NULL, 9, args, NULL);
     int rc = reply_rc(r);
     if (!rc)
@@ -512,16 +572,19 @@ static int read_entry(const redisReply *r, char *qid, size_t qcap, char id[JOB_I
 /* Runs the claim script for one queue entry: 0 and *out, or DS_E_EMPTY if the
  * entry was stale (its job cancelled, requeued or gone). */
 static int claim_entry(struct redis_store *s, const char *qid, const char *id,
-                       const struct job_op *op, struct job *out)
+                       const struct job_op *op, int64_t now_ms, struct job *out)
 {
     char token[24], lease[24], now[24];
     snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
     snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
-    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {id, qid, token, lease, now};
     redisReply *r = run(s, S_CLAIM, id, NULL, 5, args, NULL);
     const char *code = code_of(r);
-    int rc = !r ? DS_E_UNAVAILABLE : !strcmp(code, "skip") ? DS_E_EMPTY : !strcmp(code, "ok") ? 0 : DS_E_IO;
+    int rc = !r                      ? DS_E_UNAVAILABLE
+             : !strcmp(code, "skip") ? DS_E_EMPTY
+             : !strcmp(code, "ok")   ? 0
+                                     : DS_E_IO;
     if (rc == 0 && r->elements >= 9) {
         memset(out, 0, sizeof *out);
         snprintf(out->id, sizeof out->id, "%s", id);
@@ -542,22 +605,37 @@ static int claim_entry(struct redis_store *s, const char *qid, const char *id,
     return rc;
 }
 
-/* Waits up to half a second for a queue entry, then claims its job. */
+/* Waits up to half a second for a queue entry, then claims its job. After a
+ * claim that failed midway (Redis went away between reading the entry and
+ * running the script), the entries already delivered to this consumer are
+ * tried first, so such a job does not wait a whole lease for the reaper. */
 static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct job *out)
 {
     struct redis_store *s = R(st);
-    (void)now_ms; /* the wait makes it stale: the script gets the time after it */
+    int64_t waited_from = clock_mono_ms(); /* now_ms is older by the wait */
     for (int tries = 0; tries < 8; tries++) {
-        redisReply *r = fmt(s, "XREADGROUP GROUP workers %s COUNT 1 BLOCK 500 STREAMS ds:queue >",
-                            s->consumer);
-        if (!r)
+        bool own = s->recheck_pending;
+        redisReply *r =
+            fmt(s,
+                own ? "XREADGROUP GROUP workers %s COUNT 1 STREAMS ds:queue 0"
+                    : "XREADGROUP GROUP workers %s COUNT 1 BLOCK 500 STREAMS ds:queue >",
+                s->consumer);
+        if (!r) {
+            s->recheck_pending = true;
             return DS_E_UNAVAILABLE;
+        }
         char qid[64], id[JOB_ID_SIZE];
         int found = r->type == REDIS_REPLY_ARRAY && read_entry(r, qid, sizeof qid, id) == 0;
         freeReplyObject(r);
+        if (!found && own) {
+            s->recheck_pending = false;
+            continue;
+        }
         if (!found)
             return DS_E_EMPTY;
-        int rc = claim_entry(s, qid, id, op, out);
+        int rc = claim_entry(s, qid, id, op, now_ms + clock_mono_ms() - waited_from, out);
+        if (rc == DS_E_UNAVAILABLE || rc == DS_E_IO)
+            s->recheck_pending = true;
         if (rc != DS_E_EMPTY)
             return rc;
     }
@@ -579,8 +657,8 @@ static int rd_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     for (size_t i = 0; !rc && i < r->element[1]->elements; i++) {
         const redisReply *e = r->element[1]->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[1]->type != REDIS_REPLY_ARRAY ||
-            e->element[1]->elements < 2)
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+            e->element[1]->type != REDIS_REPLY_ARRAY || e->element[1]->elements < 2)
             continue; /* an entry deleted meanwhile */
         const char *id = e->element[1]->element[1]->str;
         const char *args[] = {id, e->element[0]->str, now};

@@ -53,12 +53,14 @@ const char redis_lua_prelude[] =
     "local function render(id, j)\n"
     "  local self = '/v1/jobs/' .. id\n"
     "  return '{\"id\":\"' .. id .. '\",\"type\":\"' .. j.ty .. '\",\"status\":\"' .. NAMES[j.st]\n"
-    "    .. '\",\"progress\":' .. jv(j.pr) .. ',\"input\":' .. jv(j['in']) .. ',\"result\":' .. jv(j.rs)\n"
+    "    .. '\",\"progress\":' .. jv(j.pr) .. ',\"input\":' .. jv(j['in']) .. ',\"result\":' .. "
+    "jv(j.rs)\n"
     "    .. ',\"error\":' .. jv(j.er) .. ',\"attempts\":' .. j.at .. ',\"max_attempts\":' .. j.ma\n"
     "    .. ',\"cancel_requested\":' .. (j.cx == 1 and 'true' or 'false')\n"
     "    .. ',\"created_at\":' .. ts(j.cr) .. ',\"started_at\":' .. ts(j.sa)\n"
     "    .. ',\"finished_at\":' .. ts(j.fi) .. ',\"expires_at\":' .. ts(j.ex)\n"
-    "    .. ',\"version\":' .. j.v .. ',\"links\":{\"self\":\"' .. self .. '\",\"events\":\"' .. self\n"
+    "    .. ',\"version\":' .. j.v .. ',\"links\":{\"self\":\"' .. self .. '\",\"events\":\"' .. "
+    "self\n"
     "    .. '/events\",\"cancel\":\"' .. self .. '/cancel\"}}'\n"
     "end\n"
     "local function save(id, j)\n"
@@ -121,6 +123,9 @@ const char redis_lua_prelude[] =
  *       idem hash ('' = no key), idem ttl ms. KEYS[6]: the idempotency key. */
 const char redis_lua_create[] =
     "local id = ARGV[1]\n"
+    /* A create retried after a lost reply finds its own job: the same answer. */
+    "local mine = load(KEYS[1])\n"
+    "if mine then return reply('ok', mine) end\n"
     "if ARGV[9] ~= '' then\n"
     "  local prior = redis.call('GET', KEYS[6])\n"
     "  if prior then\n"
@@ -134,7 +139,8 @@ const char redis_lua_create[] =
     "end\n"
     "local now = tonumber(ARGV[6])\n"
     "local j = {st=0, v=1, sq=1, at=1, ma=tonumber(ARGV[5]), tk='', le=0, cx=0, cr=now, sa=0,\n"
-    "           fi=0, ex=0, ttl=tonumber(ARGV[4]), ty=ARGV[2], ['in']=ARGV[3], pr='', rs='', er=''}\n"
+    "           fi=0, ex=0, ttl=tonumber(ARGV[4]), ty=ARGV[2], ['in']=ARGV[3], pr='', rs='', "
+    "er=''}\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '1-1', 'n', 'status', 'd', ARGV[7])\n"
     "enqueue(id, j)\n"
     "save(id, j)\n"
@@ -162,7 +168,8 @@ const char redis_lua_apply[] =
     "end\n"
     "if j.st ~= 1 or j.tk ~= tk then return {'lease_lost'} end\n"
     "if op == 'release' then move(id, j, 0, now); save(id, j); return reply('ok', j) end\n"
-    "if op == 'succeed' then j.rs = ARGV[6]; move(id, j, 2, now); save(id, j); return reply('ok', j) end\n"
+    "if op == 'succeed' then j.rs = ARGV[6]; move(id, j, 2, now); save(id, j); return reply('ok', "
+    "j) end\n"
     "if op == 'fail' then\n"
     "  j.er = ARGV[7]\n"
     "  move(id, j, ARGV[8] == '1' and 4 or 3, now)\n"
@@ -171,9 +178,11 @@ const char redis_lua_apply[] =
     "end\n"
     "if j.cx == 1 then return {'cancelled'} end\n"
     "j.le = now + tonumber(ARGV[4])\n"
+    /* Any write by the lease holder keeps its queue entry fresh, so the
+     * reaper's XAUTOCLAIM (entries idle for a whole lease) passes it by. */
+    "redis.call('XCLAIM', KEYS[3], 'workers', ARGV[9], 0, j.qid, 'JUSTID')\n"
     "if op == 'heartbeat' then\n"
     "  redis.call('HSET', KEYS[1], 'le', j.le)\n"
-    "  redis.call('XCLAIM', KEYS[3], 'workers', ARGV[9], 0, j.qid, 'JUSTID')\n"
     "  return reply('ok', j)\n"
     "end\n"
     "if op == 'token' then\n"
@@ -214,8 +223,10 @@ const char redis_lua_requeue[] =
     "end\n"
     "if j.st == 0 then enqueue(id, j); save(id, j); return {'redelivered'} end\n"
     "if j.le > now then return {'alive'} end\n"
+
     "if j.at >= j.ma then\n"
-    "  j.er = '{\"code\":\"worker_lost\",\"message\":\"the worker running this job stopped and no attempts are left\"}'\n"
+    "  j.er = '{\"code\":\"worker_lost\",\"message\":\"the worker running this job stopped and no "
+    "attempts are left\"}'\n"
     "  move(id, j, 3, now)\n"
     "  save(id, j)\n"
     "  return {'failed'}\n"
@@ -226,15 +237,14 @@ const char redis_lua_requeue[] =
     "return {'requeued'}\n";
 
 /* ARGV: id. Forgets a finished job. */
-const char redis_lua_remove[] =
-    "local st = redis.call('HGET', KEYS[1], 'st')\n"
-    "if not st then return {'notfound'} end\n"
-    "if tonumber(st) < 2 then return {'conflict'} end\n"
-    "redis.call('DEL', KEYS[1], KEYS[2])\n"
-    "redis.call('ZREM', 'ds:state:' .. st, ARGV[1])\n"
-    "redis.call('ZREM', KEYS[4], ARGV[1])\n"
-    "redis.call('ZREM', KEYS[5], ARGV[1])\n"
-    "return {'ok'}\n";
+const char redis_lua_remove[] = "local st = redis.call('HGET', KEYS[1], 'st')\n"
+                                "if not st then return {'notfound'} end\n"
+                                "if tonumber(st) < 2 then return {'conflict'} end\n"
+                                "redis.call('DEL', KEYS[1], KEYS[2])\n"
+                                "redis.call('ZREM', 'ds:state:' .. st, ARGV[1])\n"
+                                "redis.call('ZREM', KEYS[4], ARGV[1])\n"
+                                "redis.call('ZREM', KEYS[5], ARGV[1])\n"
+                                "return {'ok'}\n";
 
 /* ARGV: now, batch. Drops index entries of jobs past their TTL (the keys
  * expire by themselves). KEYS: [4] ds:jobs, [5] ds:expiry. */

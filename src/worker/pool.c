@@ -47,7 +47,8 @@ struct job_ctx {
     struct worker *w;
     const struct job *job;
     uint64_t token;
-    int64_t next_beat; /* monotonic ms */
+    int64_t next_beat;  /* monotonic ms */
+    int64_t last_write; /* monotonic ms of the last write the store took */
 };
 
 static void sleep_ms(int64_t ms)
@@ -62,7 +63,9 @@ static bool past_drain(struct worker_pool *p)
     return d && clock_mono_ms() >= d;
 }
 
-/* A write under the job's lease, retried while the store is briefly busy. */
+/* A write under the job's lease. While the store is unavailable it is
+ * retried for as long as the lease could still be ours: a short outage of
+ * the store does not cost the job its progress. */
 static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payload,
                   const char *code, const char *message)
 {
@@ -73,14 +76,18 @@ static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payl
                         .payload = payload,
                         .code = code,
                         .message = message};
-    int rc = DS_E_UNAVAILABLE;
-    for (int tries = 0; rc == DS_E_UNAVAILABLE && tries < 5; tries++) {
-        if (tries)
-            sleep_ms(50 << tries);
+    int rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
+    for (int64_t delay = 50; rc == DS_E_UNAVAILABLE; delay = delay < 1000 ? delay * 2 : 1000) {
+        if (clock_mono_ms() - ctx->last_write > p->lease_ms)
+            return DS_E_LEASE_LOST; /* the reaper may have handed the job on */
+        sleep_ms(delay);
         rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
     }
-    if (rc == 0 && kind != JOB_OP_HEARTBEAT)
-        watch_hub_kick(p->hub);
+    if (rc == 0) {
+        ctx->last_write = clock_mono_ms();
+        if (kind != JOB_OP_HEARTBEAT)
+            watch_hub_kick(p->hub);
+    }
     ctx->next_beat = clock_mono_ms() + p->lease_ms / 3;
     return rc;
 }
@@ -127,6 +134,11 @@ int job_ctx_sleep(struct job_ctx *ctx, int64_t ms)
     }
 }
 
+int job_ctx_attempt(const struct job_ctx *ctx)
+{
+    return ctx->job->attempts;
+}
+
 /* Writes the outcome of a run. */
 static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job_failure *fail)
 {
@@ -152,7 +164,8 @@ static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job
 
 static void run_job(struct worker *w, const struct job *job, uint64_t token)
 {
-    struct job_ctx ctx = {w, job, token, clock_mono_ms() + w->pool->lease_ms / 3};
+    int64_t now = clock_mono_ms();
+    struct job_ctx ctx = {w, job, token, now + w->pool->lease_ms / 3, now};
     struct job_failure fail = {"", ""};
     json_t *result = NULL;
     const struct job_type *type = job_type_find(job->type);
@@ -175,24 +188,43 @@ static uint64_t new_token(void)
     return t;
 }
 
+/* After a failed claim: says so once per outage, waits 100 ms doubling to 2 s. */
+static void back_off(int rc, int *last_rc, int64_t *delay_ms)
+{
+    if (rc != *last_rc)
+        log_warn("worker: cannot claim a job: %s; backing off", ds_strerror(rc));
+    *last_rc = rc;
+    sleep_ms(*delay_ms);
+    *delay_ms = *delay_ms < 1000 ? *delay_ms * 2 : 2000;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct worker_pool *p = w->pool;
+    int last_rc = 0;
+    int64_t delay_ms = 100;
     while (!atomic_load(&p->stopping)) {
         struct job job;
         struct job_op op = {.kind = JOB_OP_CLAIM, .token = new_token(), .lease_ms = p->lease_ms};
         int rc = store_claim(w->st, &op, clock_now_ms(), &job);
         if (rc == DS_E_EMPTY) {
+            if (last_rc)
+                log_info("worker: claiming jobs again");
+            last_rc = 0;
+            delay_ms = 100;
             if (!w->st->ops->claim_waits)
                 watch_hub_wait_work(p->hub, 1000);
             continue;
         }
         if (rc) {
-            log_warn("worker: cannot claim a job: %s", ds_strerror(rc));
-            sleep_ms(200);
+            back_off(rc, &last_rc, &delay_ms);
             continue;
         }
+        if (last_rc)
+            log_info("worker: claiming jobs again");
+        last_rc = 0;
+        delay_ms = 100;
         watch_hub_kick(p->hub);
         run_job(w, &job, op.token);
         job_clear(&job);

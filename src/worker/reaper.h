@@ -11,10 +11,9 @@ struct event_base;
 struct watch_hub;
 struct reaper;
 
-/* Runs on base's thread (every second, or every quarter lease if shorter), using st (borrowed; base's thread
- * is the only user while the reaper runs).
- * on_takeover(n) is told how many leases were taken over (may be NULL).
- * Returns NULL after logging why. */
+/* Runs on base's thread (every second, or every quarter lease if shorter), using st (borrowed;
+ * base's thread is the only user while the reaper runs). on_takeover(n) is told how many leases
+ * were taken over (may be NULL). Returns NULL after logging why. */
 struct reaper *reaper_start(struct event_base *base, store *st, int64_t lease_ms,
                             struct watch_hub *hub, void (*on_takeover)(int n));
 void reaper_stop(struct reaper *r);

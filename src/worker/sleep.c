@@ -1,6 +1,7 @@
 /* The `sleep` job type: a deterministic job for tests and benchmarks.
  * Input {"steps": n, "step_ms": m, "fail_at"?: k}: n progress steps of m ms
- * each; with fail_at, the job fails at step k (1-based). */
+ * each; with fail_at, the job fails at step k (1-based). The result says
+ * which attempt produced it, so tests can tell a retried job's writer. */
 #include <stdio.h>
 #include <string.h>
 
@@ -59,7 +60,8 @@ static int run(struct job_ctx *ctx, const json_t *input, json_t **result, struct
         if (rc)
             return rc;
     }
-    *result = json_pack("{s:i, s:I}", "steps", steps, "slept_ms", (json_int_t)steps * step_ms);
+    *result = json_pack("{s:i, s:I, s:i}", "steps", steps, "slept_ms", (json_int_t)steps * step_ms,
+                        "attempt", job_ctx_attempt(ctx));
     return 0;
 }
 

@@ -42,6 +42,8 @@ int job_ctx_progress(struct job_ctx *ctx, const char *stage, int percent, const 
 int job_ctx_token(struct job_ctx *ctx, const char *text);
 /* Waits ms milliseconds, keeping the lease alive. Same returns. */
 int job_ctx_sleep(struct job_ctx *ctx, int64_t ms);
+/* Which attempt this run is (1 for the first; +1 for each takeover). */
+int job_ctx_attempt(const struct job_ctx *ctx);
 
 /* --- the pool --- */
 /* Starts n worker threads (n may be 0), each with its own store handle.

@@ -30,7 +30,7 @@ test('create answers 202 with Location, Retry-After and the job object', async (
   assert.equal(res.headers.get('etag'), '"v1"');
   const done = await waitTerminal(srv.url, json.id);
   assert.equal(done.status, 'succeeded');
-  assert.deepEqual(done.result, { steps: 2, slept_ms: 20 });
+  assert.deepEqual(done.result, { steps: 2, slept_ms: 20, attempt: 1 });
   assert.equal(done.progress.percent, 100);
   assert.ok(done.finished_at && done.expires_at);
 });

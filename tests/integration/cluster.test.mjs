@@ -6,21 +6,8 @@ import http from 'node:http';
 import path from 'node:path';
 import {
   startServer, stopServer, startNginx, tempDir, removeDir, createJob, getJob, waitTerminal,
-  readEvents, sleep,
+  readEvents, sleep, pool, waitStarted,
 } from './lib/harness.mjs';
-
-// Runs fn over items with at most `width` in flight.
-async function pool(items, width, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  }));
-  return out;
-}
 
 async function withCluster(opts, fn) {
   const dir = tempDir();
@@ -130,14 +117,6 @@ test('a long-poll on B wakes within 100 ms of a change made by a worker in A', a
     for (const lag of lags) assert.ok(lag < 100, `B woke ${lags.map((l) => l.toFixed(1)).join(', ')} ms after A`);
   });
 });
-
-async function waitStarted(srv, id) {
-  for (;;) {
-    const { json } = await getJob(srv.url, id);
-    if (json.status !== 'queued') return json;
-    await sleep(10);
-  }
-}
 
 test('kill -9 of the instance running a job: another finishes it after the lease, once', async () => {
   await withCluster([{ name: 'A', workers: 1, lease: 2 }], async (servers, store) => {

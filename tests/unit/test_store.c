@@ -426,8 +426,8 @@ static pid_t start_redis(void)
         pid_t pid = fork();
         if (pid == 0) {
             freopen("/dev/null", "w", stdout);
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-                   "--save", "", "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
+                   "", "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
             _exit(127);
         }
         for (int i = 0; i < 100; i++) {

@@ -214,3 +214,58 @@ export async function readEvents(url, { headers = {}, stopAfter = Infinity, sign
   }
   return { res, events };
 }
+
+// A private redis-server on a free port, in its own directory. With aof,
+// appendonly with appendfsync everysec (the documented default trade-off).
+export async function startRedis({ aof = false, dir = tempDir('ds-redis-'), port } = {}) {
+  port = port ?? await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
+    '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'everysec', '--loglevel', 'warning'];
+  const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stdout.on('data', (d) => { log += d; });
+  proc.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  try {
+    await waitForPort(port);
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw new Error(`redis-server did not start: ${log}`);
+  }
+  return {
+    port, dir, url: `redis://127.0.0.1:${port}`, proc,
+    // SIGTERM: redis flushes its AOF and exits.
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await exited;
+    },
+    async remove() {
+      await this.stop();
+      removeDir(dir);
+    },
+  };
+}
+
+// Runs fn over items with at most `width` in flight; resolves to the results.
+export async function pool(items, width, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  }));
+  return out;
+}
+
+// Waits until a worker has picked the job up; returns the job.
+export async function waitStarted(base, id, timeoutMs = 20000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const { json } = await getJob(typeof base === 'string' ? base : base.url, id);
+    if (json.status !== 'queued') return json;
+    if (Date.now() > until) throw new Error(`job ${id} was never started`);
+    await sleep(10);
+  }
+}

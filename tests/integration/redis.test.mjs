@@ -1,0 +1,237 @@
+// The redis:// store with real redis-server processes: many instances, one
+// Redis, real failures (kill -9, SIGSTOP, Redis restart and outage).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startServer, stopServer, startNginx, startRedis, createJob, getJob, waitTerminal, readEvents,
+  sleep, pool, waitStarted,
+} from './lib/harness.mjs';
+
+const results = (events) => events.filter((e) => e.event === 'result').length;
+
+async function withRedis(opts, fn, { aof = false } = {}) {
+  const redis = await startRedis({ aof });
+  const servers = [];
+  try {
+    for (const o of opts) servers.push(await startServer({ store: redis.url, ...o }));
+    await fn(servers, redis);
+  } finally {
+    for (const s of servers) if (!s.stopped) await stopServer(s);
+    await redis.remove();
+  }
+}
+
+test('three instances and a worker on one Redis behind nginx: 2,000 jobs, zero 404s, each done once', async () => {
+  const opts = [{ name: 'A', workers: 1 }, { name: 'B', workers: 1 }, { name: 'C', workers: 1 },
+    { name: 'W', role: 'worker', workers: 2 }];
+  await withRedis(opts, async ([a, b, c]) => {
+    const lb = await startNginx([a, b, c].map((s) => `127.0.0.1:${s.port}`));
+    try {
+      const statuses = {};
+      const servedBy = {};
+      const ids = await pool(Array.from({ length: 2000 }), 32, async () => {
+        const { res, json } = await createJob(lb.url, { type: 'sleep', input: { steps: 1, step_ms: 2 } });
+        assert.equal(res.status, 202);
+        return json.id;
+      });
+      const finals = await pool(ids, 32, async (id) => {
+        for (;;) {
+          const { res, json } = await getJob(lb.url, id);
+          statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+          const by = res.headers.get('x-served-by');
+          servedBy[by] = (servedBy[by] ?? 0) + 1;
+          if (res.status !== 200) return { status: `http ${res.status}` };
+          if (json.status !== 'queued' && json.status !== 'running') return json;
+          await sleep(20);
+        }
+      });
+      assert.deepEqual(Object.keys(statuses), ['200'], `poll statuses ${JSON.stringify(statuses)}`);
+      assert.equal(finals.filter((j) => j.status === 'succeeded' && j.attempts === 1).length, 2000);
+      for (const s of ['A', 'B', 'C']) assert.ok(servedBy[s] > 100, `served by ${JSON.stringify(servedBy)}`);
+      // Exactly once: every job's stream has one result, written by attempt 1.
+      const sample = ids.filter((_, i) => i % 20 === 0);
+      for (const id of sample) {
+        const { events } = await readEvents(`${lb.url}/v1/jobs/${id}/events`);
+        assert.equal(results(events), 1);
+      }
+    } finally {
+      await lb.stop();
+    }
+  });
+});
+
+test('SSE resumes across instances; a long-poll on one wakes within 100 ms of a change on another', async () => {
+  await withRedis([{ name: 'A', workers: 1 }, { name: 'B', workers: 0 }], async ([a, b]) => {
+    const { json } = await createJob(a.url, { type: 'sleep', input: { steps: 5, step_ms: 200 } });
+    const first = await readEvents(`${a.url}${json.links.events}`, { stopAfter: 3 });
+    const rest = await readEvents(`${b.url}${json.links.events}`,
+      { headers: { 'Last-Event-ID': String(first.events.at(-1).id) } });
+    const all = [...first.events, ...rest.events];
+    assert.deepEqual(all.map((e) => e.id), Array.from({ length: all.length }, (_, i) => i + 1));
+    assert.equal(all.at(-1).event, 'result');
+    assert.equal(results(all), 1);
+
+    const { json: slow } = await createJob(a.url, { type: 'sleep', input: { steps: 4, step_ms: 300 } });
+    let version = (await waitStarted(a, slow.id)).version;
+    const lags = [];
+    for (let i = 0; i < 3; i++) {
+      const poll = async (srv) => {
+        const r = await getJob(srv.url, slow.id, { 'If-None-Match': `"v${version}"` }, '?wait=10');
+        return { at: performance.now(), ...r };
+      };
+      const [onA, onB] = await Promise.all([poll(a), poll(b)]);
+      assert.equal(onB.res.status, 200);
+      lags.push(Math.abs(onB.at - onA.at));
+      version = Math.min(onA.json.version, onB.json.version);
+    }
+    for (const lag of lags) assert.ok(lag < 100, `B woke ${lags.map((l) => l.toFixed(1))} ms apart from A`);
+  });
+});
+
+test('kill -9 of an instance running jobs: others finish every one after the lease, none twice', async () => {
+  await withRedis([{ name: 'A', workers: 4, lease: 2 }], async (servers, redis) => {
+    const [a] = servers;
+    const ids = [];
+    for (let i = 0; i < 4; i++)
+      ids.push((await createJob(a.url, { type: 'sleep', input: { steps: 10, step_ms: 100 } })).json.id);
+    for (const id of ids) await waitStarted(a, id);
+    const b = await startServer({ store: redis.url, name: 'B', workers: 4, lease: 2 });
+    servers.push(b);
+    await stopServer(a, 'SIGKILL');
+    for (const id of ids) {
+      const done = await waitTerminal(b.url, id, 20000);
+      assert.equal(done.status, 'succeeded');
+      assert.equal(done.attempts, 2);
+      assert.equal(done.result.attempt, 2);
+      const { events } = await readEvents(`${b.url}/v1/jobs/${id}/events`);
+      assert.equal(results(events), 1);
+    }
+  });
+});
+
+test('a worker frozen past its lease is fenced off: the new attempt writes the result', async () => {
+  await withRedis([{ name: 'api', workers: 0, lease: 2 }, { name: 'W1', role: 'worker', workers: 1, lease: 2 }],
+    async (servers, redis) => {
+      const [api, w1] = servers;
+      const { json } = await createJob(api.url, { type: 'sleep', input: { steps: 12, step_ms: 250 } });
+      await waitStarted(api, json.id);
+      w1.proc.kill('SIGSTOP');
+      const w2 = await startServer({ store: redis.url, name: 'W2', role: 'worker', workers: 1, lease: 2 });
+      servers.push(w2);
+      // The lease runs out; the job goes back to the queue and W2 takes it.
+      for (;;) {
+        const { json: j } = await getJob(api.url, json.id);
+        if (j.attempts === 2 && j.status === 'running') break;
+        await sleep(50);
+      }
+      w1.proc.kill('SIGCONT');
+      const done = await waitTerminal(api.url, json.id, 20000);
+      assert.equal(done.status, 'succeeded');
+      assert.equal(done.result.attempt, 2, "the result is the new worker's");
+      const { events } = await readEvents(`${api.url}${json.links.events}`);
+      assert.equal(results(events), 1);
+      for (let i = 0; i < 50 && !/lease lost/.test(w1.log); i++) await sleep(100);
+      assert.match(w1.log, /lease lost to another worker; this attempt's writes are discarded/);
+    });
+});
+
+test('Redis restarted (AOF): queued, running and finished jobs are all there, and the queued ones run', async () => {
+  const redis = await startRedis({ aof: true });
+  const api = await startServer({ store: redis.url, name: 'api', workers: 0 });
+  let worker;
+  try {
+    const done = (await createJob(api.url, { type: 'sleep', input: { steps: 0, step_ms: 0 } })).json;
+    worker = await startServer({ store: redis.url, name: 'W', role: 'worker', workers: 1, lease: 2 });
+    await waitTerminal(api.url, done.id);
+    const running = (await createJob(api.url, { type: 'sleep', input: { steps: 20, step_ms: 100 } })).json;
+    await waitStarted(api, running.id);
+    const queued = [];
+    for (let i = 0; i < 3; i++)
+      queued.push((await createJob(api.url, { type: 'sleep', input: { steps: 1, step_ms: 10 } })).json);
+    const before = (await getJob(api.url, done.id)).json;
+    await redis.stop();
+    const again = await startRedis({ aof: true, dir: redis.dir, port: redis.port });
+    try {
+      // Everything is answered again without restarting any instance.
+      let res;
+      for (let i = 0; i < 50; i++) {
+        ({ res } = await getJob(api.url, done.id));
+        if (res.status === 200) break;
+        await sleep(100);
+      }
+      assert.deepEqual((await getJob(api.url, done.id)).json, before);
+      for (const j of [running, ...queued]) {
+        const final = await waitTerminal(api.url, j.id, 30000);
+        assert.equal(final.status, 'succeeded');
+      }
+    } finally {
+      await stopServer(worker);
+      await stopServer(api);
+      await again.remove();
+    }
+  } catch (e) {
+    if (!api.stopped) await stopServer(api, 'SIGKILL');
+    if (worker && !worker.stopped) await stopServer(worker, 'SIGKILL');
+    await redis.remove();
+    throw e;
+  }
+});
+
+test('Redis down for 5 s under load: 503s, no crash, no accepted job lost, full service after', async () => {
+  const redis = await startRedis({ aof: true });
+  const a = await startServer({ store: redis.url, name: 'A', workers: 2 });
+  const b = await startServer({ store: redis.url, name: 'B', workers: 2 });
+  let again;
+  try {
+    const accepted = [];
+    const statuses = {};
+    let stop = false;
+    const load = (srv) => (async () => {
+      while (!stop) {
+        const { res, json } = await createJob(srv.url, { type: 'sleep', input: { steps: 1, step_ms: 5 } });
+        statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+        if (res.status === 202) accepted.push(json.id);
+        else {
+          assert.equal(res.status, 503);
+          assert.equal(json.status, 503);
+          assert.equal(res.headers.get('retry-after'), '1');
+        }
+        await sleep(5);
+      }
+    })();
+    const loads = [load(a), load(b)];
+    await sleep(500);
+    await redis.stop();
+    const t0 = Date.now();
+    const ready = await fetch(`${a.url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.ok(Date.now() - t0 < 1000, 'answered at once, not after a hang');
+    await sleep(5000);
+    again = await startRedis({ aof: true, dir: redis.dir, port: redis.port });
+    await sleep(1500);
+    stop = true;
+    await Promise.all(loads);
+    assert.ok(statuses[503] > 0, `statuses ${JSON.stringify(statuses)}`);
+    assert.equal((await fetch(`${b.url}/readyz`)).status, 200);
+    for (const id of accepted) assert.equal((await waitTerminal(a.url, id, 30000)).status, 'succeeded');
+    for (const s of [a, b]) assert.ok((s.log.match(/connection lost/g) ?? []).length <= 2, s.log);
+  } finally {
+    await stopServer(a);
+    await stopServer(b);
+    if (again) await again.remove();
+    else await redis.remove();
+  }
+});
+
+test('cancellation requested on one instance stops a job running in a worker on another', async () => {
+  await withRedis([{ name: 'api', workers: 0 }, { name: 'W', role: 'worker', workers: 1 }], async ([api]) => {
+    const { json } = await createJob(api.url, { type: 'sleep', input: { steps: 100, step_ms: 100 } });
+    await waitStarted(api, json.id);
+    const t0 = Date.now();
+    const res = await fetch(`${api.url}/v1/jobs/${json.id}/cancel`, { method: 'POST' });
+    assert.equal(res.status, 202);
+    const done = await waitTerminal(api.url, json.id);
+    assert.equal(done.status, 'cancelled');
+    assert.ok(Date.now() - t0 < 2000);
+  });
+});
