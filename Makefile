@@ -55,7 +55,7 @@ run: all
 	$(BUILD)/datasphere serve
 
 bench: all
-	bench/run.sh
+	bench/run.sh sqlite && bench/run.sh redis
 
 format:
 	clang-format -i $(SRCS) $(wildcard src/*.h src/*/*.h tests/unit/*.c)

@@ -2,16 +2,19 @@
 # The core benchmark, in one run on this machine (figures are only
 # comparable within a run, so each is printed next to nginx's):
 #   1. nginx answering a fixed JSON `return 200`: the HTTP ceiling here;
-#   2. datasphere serve on SQLite: GET /v1/jobs/{id}, its 304 revalidation,
-#      POST /v1/jobs, jobs/s end to end for 0-step sleep jobs;
+#   2. datasphere serve on the chosen store: GET /v1/jobs/{id}, its 304
+#      revalidation, POST /v1/jobs, jobs/s end to end for 0-step sleep jobs;
 #   3. long-poll wake-up latency p50/p99, same process and across processes;
-#   4. resident memory with 10,000 idle SSE clients on one instance.
-# Usage: bench/run.sh [seconds per wrk run, default 5]
+#   4. resident memory with 10,000 idle SSE clients on one instance;
+#   redis only: redis-benchmark GET/SET on the same server, and Redis memory
+#   per finished job (INFO memory around 100,000 jobs).
+# Usage: bench/run.sh [sqlite|redis] [seconds per wrk run, default 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh bench
 make -s build/datasphere
-DUR=${1:-5}
+STORE_KIND=${1:-sqlite}
+DUR=${2:-5}
 BIN=$PWD/build/datasphere
 WORK=$(mktemp -d /tmp/ds-bench-XXXXXX)
 PIDS=()
@@ -56,9 +59,32 @@ PIDS+=($!)
 sleep 0.5
 NGINX=$(wrk_run "http://127.0.0.1:$NGX_PORT/" | rps)
 
-# --- 2. datasphere on SQLite ---
+# --- 2. datasphere on the store ---
+case "$STORE_KIND" in
+sqlite)
+    STORE="sqlite:$WORK/jobs.db"
+    POST_STORE="sqlite:$WORK/post.db"
+    ;;
+redis)
+    RPORT=$(free_port)
+    redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --save '' --appendonly yes \
+        --appendfsync everysec --loglevel warning >"$WORK/redis.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    RB=$(redis-benchmark -p "$RPORT" -t get,set -c 64 -n 300000 -P 1 --csv 2>/dev/null)
+    RB_SET=$(echo "$RB" | awk -F'","' '/"SET"/ {printf "%.0f", $2}')
+    RB_GET=$(echo "$RB" | awk -F'","' '/"GET"/ {printf "%.0f", $2}')
+    redis-cli -p "$RPORT" flushall >/dev/null
+    STORE="redis://127.0.0.1:$RPORT"
+    POST_STORE="redis://127.0.0.1:$RPORT/1"
+    ;;
+*)
+    echo "usage: bench/run.sh [sqlite|redis] [seconds]" >&2
+    exit 2
+    ;;
+esac
 PORT=$(free_port)
-DS_PID=$(start_ds bench "$PORT" "sqlite:$WORK/jobs.db" 2)
+DS_PID=$(start_ds bench "$PORT" "$STORE" 2)
 URL=http://127.0.0.1:$PORT
 ID=$(curl -s -XPOST "$URL/v1/jobs" -H 'Content-Type: application/json' \
     -d '{"type":"sleep","input":{"steps":0,"step_ms":0}}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
@@ -74,7 +100,7 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
 # POST alone: an API-only instance, so the figure is the request path.
 PORT2=$(free_port)
-start_ds post "$PORT2" "sqlite:$WORK/post.db" 0 >/dev/null
+start_ds post "$PORT2" "$POST_STORE" 0 >/dev/null
 POST=$(wrk_run -s "$WORK/post.lua" "http://127.0.0.1:$PORT2/v1/jobs" | rps)
 
 # End to end: POSTs while the workers run them, until the queue is empty.
@@ -90,11 +116,11 @@ E2E=$(echo "$DONE $T0 $T1" | awk '{printf "%.0f", ($1 - 1) / ($3 - $2)}')
 
 # --- 3 and 4: long-poll latency and idle SSE clients (node) ---
 PORT3=$(free_port)
-start_ds other "$PORT3" "sqlite:$WORK/jobs.db" 0 >/dev/null
+start_ds other "$PORT3" "$STORE" 0 >/dev/null
 node bench/clients.mjs "$URL" "http://127.0.0.1:$PORT3" "$DS_PID" >"$WORK/clients.json"
 
 ratio() { awk -v a="$1" -v b="$NGINX" 'BEGIN {printf "%.2f", a / b}'; }
-echo "datasphere core benchmark ($(nproc) cores, wrk -t2 -c64 -d${DUR}s, SQLite store)"
+echo "datasphere core benchmark ($(nproc) cores, wrk -t2 -c64 -d${DUR}s, $STORE_KIND store)"
 printf '  %-44s %10s req/s\n' "nginx fixed JSON (ceiling)" "$NGINX"
 printf '  %-44s %10s req/s  %sx nginx\n' "GET /v1/jobs/{id}" "$GET" "$(ratio "$GET")"
 printf '  %-44s %10s req/s  %sx nginx\n' "GET /v1/jobs/{id} If-None-Match -> 304" "$REVAL" "$(ratio "$REVAL")"
@@ -104,6 +130,17 @@ node -e '
 const r = require(process.argv[1]);
 const f = (x) => x.toFixed(2);
 console.log(`  long-poll wake, same process             p50 ${f(r.same.p50)} ms  p99 ${f(r.same.p99)} ms`);
-console.log(`  long-poll wake, other process (SQLite)   p50 ${f(r.cross.p50)} ms  p99 ${f(r.cross.p99)} ms`);
+console.log(`  long-poll wake, other process            p50 ${f(r.cross.p50)} ms  p99 ${f(r.cross.p99)} ms`);
 console.log(`  ${r.sse.clients} idle SSE clients: resident ${r.sse.rss_mb.toFixed(1)} MB (${r.sse.base_mb.toFixed(1)} MB before)`);
 ' "$WORK/clients.json"
+
+if [ "$STORE_KIND" = redis ]; then
+    printf '  %-44s %10s req/s  %sx nginx\n' "redis-benchmark SET (-c64)" "$RB_SET" "$(ratio "$RB_SET")"
+    printf '  %-44s %10s req/s  %sx nginx\n' "redis-benchmark GET (-c64)" "$RB_GET" "$(ratio "$RB_GET")"
+    # Memory per finished job: an API-only instance, one worker instance,
+    # 100,000 0-step jobs, INFO memory before and after.
+    redis-cli -p "$RPORT" -n 2 flushdb >/dev/null
+    MPORT=$(free_port)
+    start_ds mem "$MPORT" "redis://127.0.0.1:$RPORT/2" 2 >/dev/null
+    node bench/memory.mjs "http://127.0.0.1:$MPORT" "$RPORT" 100000
+fi
