@@ -51,6 +51,7 @@ int api_loop_init(struct http_loop *loop, void *app)
         free(L);
         return -1;
     }
+    store_attach(L->st, http_loop_base(loop)); /* pipelined polls where the store can */
     http_loop_set_data(loop, L);
     return 0;
 }

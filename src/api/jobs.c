@@ -311,6 +311,69 @@ static int wait_param(struct http_request *req, int *wait_s)
     return 0;
 }
 
+/* --- read, pipelined on the loop where the store reads asynchronously --- */
+
+struct async_get {
+    struct http_request *req; /* NULL once the client went away */
+    int64_t known;            /* If-None-Match version, or -1 */
+    char id[JOB_ID_SIZE];
+};
+
+static void async_hook(struct http_request *req, enum http_hook_event ev, void *arg)
+{
+    struct async_get *g = arg;
+    (void)req;
+    if (ev == HTTP_HOOK_ABORT)
+        g->req = NULL; /* the read's callback frees g */
+    /* DRAIN: the answer is already on its way */
+}
+
+static void async_got(int rc, const struct store_doc *doc, void *arg);
+
+static void async_revalidated(int rc, const struct store_doc *doc, void *arg)
+{
+    struct async_get *g = arg;
+    if (g->req && rc == 0 && doc->version != g->known) { /* changed: now the body */
+        struct api_loop *L = api_loop_of(g->req);
+        if (store_get_async(L->st, g->id, false, async_got, g) == 0)
+            return;
+        struct store_doc full = {0};
+        rc = store_get(L->st, g->id, &full);
+        async_got(rc, &full, g);
+        store_doc_clear(&full);
+        return;
+    }
+    async_got(rc, doc, g);
+}
+
+static void async_got(int rc, const struct store_doc *doc, void *arg)
+{
+    struct async_get *g = arg;
+    if (g->req && rc)
+        api_store_error(g->req, rc, g->id);
+    else if (g->req)
+        send_doc(g->req, doc->version == g->known ? 304 : 200, doc);
+    free(g);
+}
+
+/* Starts an asynchronous read; returns 0 if it did (the request is parked). */
+static int read_async(struct http_request *req, const char *id, int64_t known)
+{
+    struct api_loop *L = api_loop_of(req);
+    struct async_get *g = malloc(sizeof *g);
+    if (!g)
+        return -1;
+    *g = (struct async_get){.req = req, .known = known};
+    snprintf(g->id, sizeof g->id, "%s", id);
+    store_read_fn fn = known >= 0 ? async_revalidated : async_got;
+    if (store_get_async(L->st, id, known >= 0, fn, g) != 0) {
+        free(g);
+        return -1;
+    }
+    http_park(req, async_hook, g);
+    return 0;
+}
+
 /* Revalidation: answers 304 from the version alone when it still matches.
  * Returns 1 when it answered. */
 static int not_modified(struct http_request *req, const char *id, int64_t known)
@@ -336,6 +399,8 @@ void jobs_get(struct http_request *req)
         park(req, id, known, wait_s);
         return;
     }
+    if (read_async(req, id, known) == 0)
+        return;
     if (known >= 0 && not_modified(req, id, known))
         return;
     struct store_doc doc = {0};

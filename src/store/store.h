@@ -17,6 +17,8 @@
 
 typedef struct store store;
 
+#define DS_STORE_NO_ASYNC 1 /* store_get_async(): read synchronously instead */
+
 /* What a poll needs: the pre-rendered job object and its version. */
 struct store_doc {
     char *json; /* owned; the job object */
@@ -46,6 +48,12 @@ struct store_idem {
     const char *body_hash; /* hex digest of the canonical request */
     int64_t expires_ms;
 };
+
+/* Receives the outcome of an asynchronous read; doc (NULL unless rc is 0) and
+ * its json are borrowed for the duration of the call. */
+typedef void (*store_read_fn)(int rc, const struct store_doc *doc, void *arg);
+
+struct event_base;
 
 /* Called by store_changes() for each changed job, in commit order. */
 typedef void (*store_change_fn)(const char *job_id, const char *event_name, void *arg);
@@ -81,6 +89,10 @@ struct store_ops {
      * store_unlisten() is called from another thread. */
     int (*listen)(store *st, store_change_fn fn, void *arg);
     void (*unlisten)(store *st);
+    /* Optional: reads that complete on an event loop, pipelined with the
+     * other reads of that loop (network stores). */
+    int (*attach)(store *st, struct event_base *base);
+    int (*get_async)(store *st, const char *id, bool peek, store_read_fn fn, void *arg);
 };
 
 /* Every backend's handle begins with this. */
@@ -216,6 +228,22 @@ static inline int store_listen(store *st, store_change_fn fn, void *arg)
 static inline void store_unlisten(store *st)
 {
     st->ops->unlisten(st);
+}
+
+/* Lets this handle read asynchronously on base (its thread only, from now
+ * on). 0, or DS_E_INVALID when the backend has no asynchronous reads. */
+static inline int store_attach(store *st, struct event_base *base)
+{
+    return st->ops->attach ? st->ops->attach(st, base) : DS_STORE_NO_ASYNC;
+}
+
+/* Reads a job (peek: version and state only, json is "") and calls fn on
+ * the attached loop's thread with the outcome, which is what store_get() or
+ * store_peek() would have returned. Returns 0 when fn will be called, or
+ * DS_STORE_NO_ASYNC when the caller must read synchronously instead. */
+static inline int store_get_async(store *st, const char *id, bool peek, store_read_fn fn, void *arg)
+{
+    return st->ops->get_async ? st->ops->get_async(st, id, peek, fn, arg) : DS_STORE_NO_ASYNC;
 }
 
 void store_doc_clear(struct store_doc *doc);

@@ -21,10 +21,16 @@
  * A finished job's two keys get PEXPIREAT at its expiry.
  *
  * Each handle owns one synchronous hiredis connection (not thread-safe: one
- * handle per thread). A failed command drops the connection; the next call
+ * handle per thread). A handle attached to an HTTP loop also has an
+ * asynchronous connection on that loop for polls: the reads of all requests
+ * in flight on the loop go out pipelined, in one write, instead of one
+ * blocking round trip each. A failed command drops the connection; the next call
  * reconnects at most every 500 ms and otherwise answers DS_E_UNAVAILABLE at
  * once, so a Redis outage is a fast 503, not a hang. The outage is logged
  * once, and so is the recovery. */
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -60,10 +66,14 @@ struct redis_store {
     redisContext *c;  /* NULL while disconnected */
     int64_t retry_at; /* monotonic ms of the next reconnect attempt */
     char consumer[48];
-    char sha[S_COUNT][41]; /* of the scripts, as SCRIPT LOAD answered */
-    atomic_int stop;       /* listen(): unlisten() was called */
-    atomic_int listen_fd;  /* listen(): the subscribed socket, -1 if none */
-    bool recheck_pending;  /* a claim failed midway: our own entries may wait */
+    char sha[S_COUNT][41];   /* of the scripts, as SCRIPT LOAD answered */
+    atomic_int stop;         /* listen(): unlisten() was called */
+    atomic_int listen_fd;    /* listen(): the subscribed socket, -1 if none */
+    bool recheck_pending;    /* a claim failed midway: our own entries may wait */
+    struct event_base *loop; /* attach(): the loop of the async connection */
+    redisAsyncContext *ac;   /* NULL while not connected */
+    int64_t async_retry_at;  /* monotonic ms of the next async connect */
+    bool closing;
 };
 
 #define R(st) ((struct redis_store *)(st))
@@ -309,6 +319,9 @@ static int rd_open(const char *location, store **out)
 static void rd_close(store *st)
 {
     struct redis_store *s = R(st);
+    s->closing = true;
+    if (s->ac)
+        redisAsyncFree(s->ac); /* pending reads are told UNAVAILABLE */
     if (s->c)
         redisFree(s->c);
     free(s);
@@ -851,6 +864,120 @@ static void rd_unlisten(store *st)
         shutdown(fd, SHUT_RDWR);
 }
 
+/* --- asynchronous reads on an HTTP loop --- */
+
+struct async_read {
+    struct redis_store *s;
+    store_read_fn fn;
+    void *arg;
+    bool peek;
+    char id[JOB_ID_SIZE];
+};
+
+static void async_gone(const redisAsyncContext *ac, int status);
+
+static void async_gone_on_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK)
+        async_gone(ac, status);
+}
+
+static void async_gone(const redisAsyncContext *ac, int status)
+{
+    struct redis_store *s = ac->data;
+    (void)status;
+    if (s && s->ac == ac)
+        s->ac = NULL; /* hiredis frees the context after this callback */
+}
+
+static int async_ensure(struct redis_store *s)
+{
+    if (s->ac)
+        return 0;
+    int64_t now = clock_mono_ms();
+    if (!s->loop || now < s->async_retry_at)
+        return -1;
+    s->async_retry_at = now + 500;
+    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        return -1;
+    }
+    ac->data = s;
+    redisLibeventAttach(ac, s->loop);
+    redisAsyncSetConnectCallback(ac, async_gone_on_connect);
+    redisAsyncSetDisconnectCallback(ac, async_gone);
+    if (s->db)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", s->db);
+    s->ac = ac;
+    return 0;
+}
+
+/* A read the async connection could not do (it broke): do it synchronously,
+ * which reconnects and retries like every other command. */
+static int read_sync(struct async_read *a, struct store_doc *doc)
+{
+    if (a->s->closing)
+        return DS_E_UNAVAILABLE;
+    if (a->peek)
+        return rd_peek(&a->s->base, a->id, &doc->version, &doc->state);
+    return rd_get(&a->s->base, a->id, doc);
+}
+
+static void async_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct async_read *a = privdata;
+    redisReply *r = reply;
+    struct store_doc doc = {.json = ""};
+    bool copied = false; /* doc.json is ours to free */
+    int rc;
+    (void)ac;
+    if (!r) {
+        rc = read_sync(a, &doc);
+        copied = rc == 0 && !a->peek;
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != (a->peek ? 2u : 4u)) {
+        rc = DS_E_IO;
+    } else if (r->element[0]->type != REDIS_REPLY_STRING) {
+        rc = DS_E_NOTFOUND;
+    } else {
+        const redisReply *const *e = (const redisReply *const *)r->element + (a->peek ? 0 : 1);
+        if (!a->peek)
+            doc.json = r->element[0]->str;
+        doc.version = strtoll(e[0]->str, NULL, 10);
+        if (!a->peek)
+            doc.event_seq = strtoll(e[1]->str, NULL, 10);
+        doc.state = (enum job_state)atoi(e[a->peek ? 1 : 2]->str);
+        rc = 0;
+    }
+    a->fn(rc, rc ? NULL : &doc, a->arg);
+    if (copied)
+        free(doc.json);
+    free(a);
+}
+
+static int rd_attach(store *st, struct event_base *base)
+{
+    R(st)->loop = base;
+    return 0;
+}
+
+static int rd_get_async(store *st, const char *id, bool peek, store_read_fn fn, void *arg)
+{
+    struct redis_store *s = R(st);
+    struct async_read *a = async_ensure(s) ? NULL : malloc(sizeof *a);
+    if (!a)
+        return DS_STORE_NO_ASYNC;
+    *a = (struct async_read){s, fn, arg, peek, ""};
+    snprintf(a->id, sizeof a->id, "%s", id);
+    const char *format = peek ? "HMGET ds:{%s}:job v st" : "HMGET ds:{%s}:job doc v sq st";
+    if (redisAsyncCommand(s->ac, async_reply, a, format, id) != REDIS_OK) {
+        free(a);
+        return DS_STORE_NO_ASYNC;
+    }
+    return 0;
+}
+
 const struct store_ops store_redis_ops = {
     .scheme = "redis://",
     .change_poll_ms = 0,
@@ -874,4 +1001,6 @@ const struct store_ops store_redis_ops = {
     .counts = rd_counts,
     .listen = rd_listen,
     .unlisten = rd_unlisten,
+    .attach = rd_attach,
+    .get_async = rd_get_async,
 };
