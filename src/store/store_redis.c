@@ -9,8 +9,9 @@
  * job_transition_allowed(), so it is written once, in job.c.
  *
  * Keys (all keys of one job share the hash tag {ID}):
- *   ds:{ID}:job      hash: the job's fields and its rendered object `doc`
- *   ds:{ID}:events   stream, entry id "SEQ-1", capped at about 1,000 entries
+ *   ds:{ID}:job      hash: the job's fields
+ *   ds:{ID}:doc      string: "VERSION SEQ STATE " + the rendered job object
+ *   ds:{ID}:events   list of "SEQ NAME DATA", capped at about 1,000 entries
  *   ds:queue         stream + consumer group "workers": XREADGROUP claims,
  *                    heartbeats XCLAIM (keeping the entry fresh), the reaper
  *                    XAUTOCLAIMs entries idle past the lease (a dead worker's)
@@ -48,10 +49,11 @@
 #include "util/err.h"
 #include "util/log.h"
 
-enum script { S_CREATE, S_APPLY, S_CLAIM, S_REQUEUE, S_REMOVE, S_EXPIRE, S_COUNT };
+enum script { S_CREATE, S_APPLY, S_CLAIM, S_CLAIM_NEXT, S_REQUEUE, S_REMOVE, S_EXPIRE, S_COUNT };
 
-static const char *const bodies[S_COUNT] = {redis_lua_create,  redis_lua_apply,  redis_lua_claim,
-                                            redis_lua_requeue, redis_lua_remove, redis_lua_expire};
+static const char *const bodies[S_COUNT] = {
+    redis_lua_create,  redis_lua_apply,  redis_lua_claim, redis_lua_claim_next,
+    redis_lua_requeue, redis_lua_remove, redis_lua_expire};
 
 /* Full script texts (T + prelude + body), built once per process. */
 static char *scripts[S_COUNT];
@@ -420,35 +422,54 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
     return rc;
 }
 
+/* "VERSION SEQ STATE DOC" (the value of ds:{ID}:doc) -> doc, with doc->json
+ * pointing into text. Returns 0, or DS_E_IO for a malformed value. */
+static int parse_doc(const char *text, struct store_doc *doc)
+{
+    long long v, sq;
+    int st, n = 0;
+    if (sscanf(text, "%lld %lld %d %n", &v, &sq, &st, &n) != 3 || n == 0)
+        return DS_E_IO;
+    doc->version = v;
+    doc->event_seq = sq;
+    doc->state = (enum job_state)st;
+    doc->json = (char *)text + n;
+    return 0;
+}
+
+/* A GET or GETRANGE of ds:{ID}:doc -> 0 (doc borrows the reply), or an error. */
+static int doc_reply(const redisReply *r, struct store_doc *doc)
+{
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    if (r->type == REDIS_REPLY_NIL || (r->type == REDIS_REPLY_STRING && r->len == 0))
+        return DS_E_NOTFOUND;
+    return r->type == REDIS_REPLY_STRING ? parse_doc(r->str, doc) : DS_E_IO;
+}
+
 static int rd_get(store *st, const char *id, struct store_doc *out)
 {
-    struct redis_store *s = R(st);
-    redisReply *r = fmt(s, "HMGET ds:{%s}:job doc v sq st", id);
-    int rc = !r                                                 ? DS_E_UNAVAILABLE
-             : r->type != REDIS_REPLY_ARRAY || r->elements != 4 ? DS_E_IO
-             : r->element[0]->type != REDIS_REPLY_STRING        ? DS_E_NOTFOUND
-                                                                : 0;
+    redisReply *r = fmt(R(st), "GET ds:{%s}:doc", id);
+    struct store_doc doc;
+    int rc = doc_reply(r, &doc);
     if (!rc) {
-        out->json = strdup(r->element[0]->str);
-        out->version = strtoll(r->element[1]->str, NULL, 10);
-        out->event_seq = strtoll(r->element[2]->str, NULL, 10);
-        out->state = (enum job_state)atoi(r->element[3]->str);
+        *out = doc;
+        out->json = strdup(doc.json);
         rc = out->json ? 0 : DS_E_NOMEM;
     }
     freeReplyObject(r);
     return rc;
 }
 
+/* The first bytes of the doc value hold what a revalidation needs. */
 static int rd_peek(store *st, const char *id, int64_t *version, enum job_state *state)
 {
-    redisReply *r = fmt(R(st), "HMGET ds:{%s}:job v st", id);
-    int rc = !r                                                 ? DS_E_UNAVAILABLE
-             : r->type != REDIS_REPLY_ARRAY || r->elements != 2 ? DS_E_IO
-             : r->element[0]->type != REDIS_REPLY_STRING        ? DS_E_NOTFOUND
-                                                                : 0;
+    redisReply *r = fmt(R(st), "GETRANGE ds:{%s}:doc 0 63", id);
+    struct store_doc doc;
+    int rc = doc_reply(r, &doc);
     if (!rc) {
-        *version = strtoll(r->element[0]->str, NULL, 10);
-        *state = (enum job_state)atoi(r->element[1]->str);
+        *version = doc.version;
+        *state = doc.state;
     }
     freeReplyObject(r);
     return rc;
@@ -582,6 +603,49 @@ static int read_entry(const redisReply *r, char *qid, size_t qcap, char id[JOB_I
     return 0;
 }
 
+/* {'ok', id, type, input, attempts, max_attempts, version, seq, created, ttl}
+ * -> *out; {'skip'} or {'empty'} -> DS_E_EMPTY. */
+static int claim_reply(const redisReply *r, const struct job_op *op, struct job *out)
+{
+    const char *code = code_of(r);
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    if (!strcmp(code, "skip") || !strcmp(code, "empty"))
+        return DS_E_EMPTY;
+    if (strcmp(code, "ok") || r->elements < 10) {
+        int rc = reply_rc(r);
+        return rc ? rc : DS_E_IO;
+    }
+    memset(out, 0, sizeof *out);
+    snprintf(out->id, sizeof out->id, "%s", r->element[1]->str);
+    snprintf(out->type, sizeof out->type, "%s", r->element[2]->str);
+    out->input = json_or_null(r->element[3]->str);
+    out->attempts = atoi(r->element[4]->str);
+    out->max_attempts = atoi(r->element[5]->str);
+    out->version = strtoll(r->element[6]->str, NULL, 10);
+    out->event_seq = strtoll(r->element[7]->str, NULL, 10);
+    out->created_ms = strtoll(r->element[8]->str, NULL, 10);
+    out->ttl_s = strtoll(r->element[9]->str, NULL, 10);
+    out->state = JOB_RUNNING;
+    out->lease_token = op->token;
+    return 0;
+}
+
+/* Claims the next queue entry's job in one script call, without waiting. */
+static int claim_next(struct redis_store *s, const struct job_op *op, int64_t now_ms,
+                      struct job *out)
+{
+    char token[24], lease[24], now[24];
+    snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
+    snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    const char *args[] = {s->consumer, token, lease, now};
+    redisReply *r = run(s, S_CLAIM_NEXT, "-", NULL, 4, args, NULL);
+    int rc = claim_reply(r, op, out);
+    freeReplyObject(r);
+    return rc;
+}
+
 /* Runs the claim script for one queue entry: 0 and *out, or DS_E_EMPTY if the
  * entry was stale (its job cancelled, requeued or gone). */
 static int claim_entry(struct redis_store *s, const char *qid, const char *id,
@@ -593,27 +657,7 @@ static int claim_entry(struct redis_store *s, const char *qid, const char *id,
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {id, qid, token, lease, now};
     redisReply *r = run(s, S_CLAIM, id, NULL, 5, args, NULL);
-    const char *code = code_of(r);
-    int rc = !r                      ? DS_E_UNAVAILABLE
-             : !strcmp(code, "skip") ? DS_E_EMPTY
-             : !strcmp(code, "ok")   ? 0
-                                     : DS_E_IO;
-    if (rc == 0 && r->elements >= 9) {
-        memset(out, 0, sizeof *out);
-        snprintf(out->id, sizeof out->id, "%s", id);
-        snprintf(out->type, sizeof out->type, "%s", r->element[1]->str);
-        out->input = json_or_null(r->element[2]->str);
-        out->attempts = atoi(r->element[3]->str);
-        out->max_attempts = atoi(r->element[4]->str);
-        out->version = strtoll(r->element[5]->str, NULL, 10);
-        out->event_seq = strtoll(r->element[6]->str, NULL, 10);
-        out->created_ms = strtoll(r->element[7]->str, NULL, 10);
-        out->ttl_s = strtoll(r->element[8]->str, NULL, 10);
-        out->state = JOB_RUNNING;
-        out->lease_token = op->token;
-    } else if (rc == DS_E_IO) {
-        reply_rc(r);
-    }
+    int rc = claim_reply(r, op, out);
     freeReplyObject(r);
     return rc;
 }
@@ -625,6 +669,13 @@ static int claim_entry(struct redis_store *s, const char *qid, const char *id,
 static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct job *out)
 {
     struct redis_store *s = R(st);
+    if (!s->recheck_pending) { /* while there is work: one round trip */
+        int rc = claim_next(s, op, now_ms, out);
+        if (rc != DS_E_EMPTY) {
+            s->recheck_pending = rc == DS_E_UNAVAILABLE || rc == DS_E_IO;
+            return rc;
+        }
+    }
     int64_t waited_from = clock_mono_ms(); /* now_ms is older by the wait */
     for (int tries = 0; tries < 8; tries++) {
         bool own = s->recheck_pending;
@@ -710,27 +761,46 @@ static int rd_remove(store *st, const char *id)
     return rc;
 }
 
-/* Adds the docs of ids (newest first) that match the type filter to out. */
+/* Does the job match the list's type filter? (A vanished job does not.) */
+static bool type_matches(struct redis_store *s, const char *id, const char *type, int *rc)
+{
+    if (!type)
+        return true;
+    redisReply *r = fmt(s, "HGET ds:{%s}:job ty", id);
+    bool match = r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, type);
+    *rc = r ? 0 : DS_E_UNAVAILABLE;
+    freeReplyObject(r);
+    return match;
+}
+
+/* Adds the docs of ids (newest first) that match the type filter to out.
+ * Returns 1 when the page is full and a further match exists. */
 static int add_page(struct redis_store *s, const redisReply *ids, const struct store_filter *f,
                     struct store_list *out, char last[JOB_ID_SIZE])
 {
     for (size_t i = 0; i < ids->elements; i++) {
-        redisReply *r = fmt(s, "HMGET ds:{%s}:job doc ty", ids->element[i]->str);
-        if (!r)
-            return DS_E_UNAVAILABLE;
-        bool live = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                    r->element[0]->type == REDIS_REPLY_STRING;
-        bool match = live && (!f->type || !strcmp(r->element[1]->str, f->type));
-        if (match && out->n == (size_t)f->limit) { /* one more exists: a next page */
+        const char *id = ids->element[i]->str;
+        int rc = 0;
+        if (!type_matches(s, id, f->type, &rc)) {
+            if (rc)
+                return rc;
+            continue;
+        }
+        redisReply *r = fmt(s, "GET ds:{%s}:doc", id);
+        struct store_doc doc;
+        rc = doc_reply(r, &doc);
+        if (rc == 0 && out->n == (size_t)f->limit) { /* one more exists: a next page */
             memcpy(out->next_cursor, last, JOB_ID_SIZE);
             freeReplyObject(r);
             return 1;
         }
-        if (match) {
-            out->docs[out->n++] = strdup(r->element[0]->str);
-            snprintf(last, JOB_ID_SIZE, "%s", ids->element[i]->str);
+        if (rc == 0) {
+            out->docs[out->n++] = strdup(doc.json);
+            snprintf(last, JOB_ID_SIZE, "%s", id);
         }
         freeReplyObject(r);
+        if (rc == DS_E_UNAVAILABLE || rc == DS_E_IO)
+            return rc;
     }
     return 0;
 }
@@ -769,29 +839,40 @@ static int rd_list(store *st, const struct store_filter *f, struct store_list *o
     return 0;
 }
 
+/* "SEQ NAME DATA" -> an event appended to out. */
+static int push_event(struct job_events *out, const char *item)
+{
+    char name[16];
+    long long seq;
+    int n = 0;
+    if (sscanf(item, "%lld %15s %n", &seq, name, &n) != 2 || n == 0)
+        return DS_E_IO;
+    const char *known = job_event_name(name);
+    return job_events_push(out, seq, known ? known : "status", strdup(item + n));
+}
+
+/* The list holds consecutive seqs: the first one says where "after" is. */
 static int rd_events(store *st, const char *id, int64_t after_seq, struct job_events *out,
                      int64_t *first_kept)
 {
     struct redis_store *s = R(st);
-    redisReply *r = fmt(s, "XRANGE ds:{%s}:events %lld-0 +", id, (long long)after_seq + 1);
-    int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_ARRAY ? 0 : DS_E_IO;
-    for (size_t i = 0; !rc && i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        const char *name = job_event_name(e->element[1]->element[1]->str);
-        rc = job_events_push(out, strtoll(e->element[0]->str, NULL, 10), name ? name : "status",
-                             strdup(e->element[1]->element[3]->str));
-    }
-    freeReplyObject(r);
-    redisReply *first = rc ? NULL : fmt(s, "XRANGE ds:{%s}:events - + COUNT 1", id);
-    *first_kept = first && first->type == REDIS_REPLY_ARRAY && first->elements
-                      ? strtoll(first->element[0]->element[0]->str, NULL, 10)
-                      : 0;
-    if (first && first->elements == 0) { /* no events at all: is the job gone? */
-        redisReply *ex = fmt(s, "EXISTS ds:{%s}:job", id);
-        rc = ex && ex->type == REDIS_REPLY_INTEGER && ex->integer == 0 ? DS_E_NOTFOUND : rc;
-        freeReplyObject(ex);
-    }
+    redisReply *first = fmt(s, "LINDEX ds:{%s}:events 0", id);
+    if (!first)
+        return DS_E_UNAVAILABLE;
+    *first_kept = first->type == REDIS_REPLY_STRING ? strtoll(first->str, NULL, 10) : 0;
     freeReplyObject(first);
+    if (*first_kept == 0) { /* no events at all: is the job gone? */
+        redisReply *ex = fmt(s, "EXISTS ds:{%s}:job", id);
+        int rc = !ex ? DS_E_UNAVAILABLE : ex->integer == 0 ? DS_E_NOTFOUND : 0;
+        freeReplyObject(ex);
+        return rc;
+    }
+    long long from = after_seq + 1 - *first_kept;
+    redisReply *r = fmt(s, "LRANGE ds:{%s}:events %lld -1", id, from > 0 ? from : 0);
+    int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_ARRAY ? 0 : DS_E_IO;
+    for (size_t i = 0; !rc && i < r->elements; i++)
+        rc = push_event(out, r->element[i]->str);
+    freeReplyObject(r);
     return rc;
 }
 
@@ -928,31 +1009,20 @@ static int read_sync(struct async_read *a, struct store_doc *doc)
 static void async_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct async_read *a = privdata;
-    redisReply *r = reply;
     struct store_doc doc = {.json = ""};
-    bool copied = false; /* doc.json is ours to free */
     int rc;
     (void)ac;
-    if (!r) {
+    if (!reply) {
         rc = read_sync(a, &doc);
-        copied = rc == 0 && !a->peek;
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != (a->peek ? 2u : 4u)) {
-        rc = DS_E_IO;
-    } else if (r->element[0]->type != REDIS_REPLY_STRING) {
-        rc = DS_E_NOTFOUND;
+        a->fn(rc, rc ? NULL : &doc, a->arg);
+        if (rc == 0 && !a->peek)
+            free(doc.json);
     } else {
-        const redisReply *const *e = (const redisReply *const *)r->element + (a->peek ? 0 : 1);
-        if (!a->peek)
-            doc.json = r->element[0]->str;
-        doc.version = strtoll(e[0]->str, NULL, 10);
-        if (!a->peek)
-            doc.event_seq = strtoll(e[1]->str, NULL, 10);
-        doc.state = (enum job_state)atoi(e[a->peek ? 1 : 2]->str);
-        rc = 0;
+        rc = doc_reply(reply, &doc);
+        if (a->peek)
+            doc.json = "";
+        a->fn(rc, rc ? NULL : &doc, a->arg);
     }
-    a->fn(rc, rc ? NULL : &doc, a->arg);
-    if (copied)
-        free(doc.json);
     free(a);
 }
 
@@ -970,7 +1040,7 @@ static int rd_get_async(store *st, const char *id, bool peek, store_read_fn fn, 
         return DS_STORE_NO_ASYNC;
     *a = (struct async_read){s, fn, arg, peek, ""};
     snprintf(a->id, sizeof a->id, "%s", id);
-    const char *format = peek ? "HMGET ds:{%s}:job v st" : "HMGET ds:{%s}:job doc v sq st";
+    const char *format = peek ? "GETRANGE ds:{%s}:doc 0 63" : "GET ds:{%s}:doc";
     if (redisAsyncCommand(s->ac, async_reply, a, format, id) != REDIS_OK) {
         free(a);
         return DS_STORE_NO_ASYNC;

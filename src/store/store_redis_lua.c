@@ -1,6 +1,6 @@
 /* The Lua scripts of the redis:// backend. Each state change is one script:
  * atomic, fenced by the lease token, bumping `version`, appending to the
- * job's event stream and publishing the change on ds:changes in one step.
+ * job's event list and publishing the change on ds:changes in one step.
  *
  * DESIGN
  * The scripts mirror job_apply() in src/job/job.c; the transition table is
@@ -10,7 +10,9 @@
  * error) arrive already rendered by C (jansson), so the scripts only join
  * strings and never re-encode user data.
  *
- * Keys: KEYS[1] ds:{id}:job (hash), KEYS[2] ds:{id}:events (stream),
+ * Keys: KEYS[1] ds:{id}:job (hash), KEYS[2] ds:{id}:events (list of
+ * "SEQ NAME DATA", capped at about 1,000: a list costs bytes per event where
+ * a stream would cost a preallocated 4 KB node per job),
  * KEYS[3] ds:queue (stream, group "workers"), KEYS[4] ds:jobs (zset, the
  * list index), KEYS[5] ds:expiry (zset by expiry time); ds:state:N (one zset
  * per state, for counts and filtered lists) are named inside the scripts. Hash fields: st state,
@@ -22,12 +24,20 @@
 
 const char redis_lua_prelude[] =
     "local NAMES = {[0]='queued', [1]='running', [2]='succeeded', [3]='failed', [4]='cancelled'}\n"
+    /* K: the keys of the job at hand; claim_next learns them from the queue. */
+    "local K = {job = KEYS[1], ev = KEYS[2]}\n"
     "local NUM = {st=1, v=1, sq=1, at=1, ma=1, le=1, cx=1, cr=1, sa=1, fi=1, ex=1, ttl=1}\n"
+    /* Every field but doc: the rendered object is written, never read here. */
+    "local FIELDS = {'st', 'v', 'sq', 'at', 'ma', 'tk', 'le', 'cx', 'cr', 'sa', 'fi', 'ex', "
+    "'ttl',\n"
+    "                'ty', 'in', 'pr', 'rs', 'er', 'qid'}\n"
     "local function load(key)\n"
-    "  local h = redis.call('HGETALL', key)\n"
-    "  if #h == 0 then return nil end\n"
+    "  local h = redis.call('HMGET', key, unpack(FIELDS))\n"
+    "  if not h[1] then return nil end\n"
     "  local j = {}\n"
-    "  for i = 1, #h, 2 do j[h[i]] = NUM[h[i]] and tonumber(h[i + 1]) or h[i + 1] end\n"
+    "  for i, k in ipairs(FIELDS) do\n"
+    "    if h[i] then j[k] = NUM[k] and tonumber(h[i]) or h[i] end\n"
+    "  end\n"
     "  return j\n"
     "end\n"
     "local function ts(ms)\n"
@@ -63,17 +73,25 @@ const char redis_lua_prelude[] =
     "self\n"
     "    .. '/events\",\"cancel\":\"' .. self .. '/cancel\"}}'\n"
     "end\n"
+    /* ds:{ID}:doc holds "VERSION SEQ STATE " + the rendered job: a poll is one GET,
+     * and the hash stays small enough for Redis's compact encoding. */
+    "local function doc_key(job_key) return string.sub(job_key, 1, -4) .. 'doc' end\n"
     "local function save(id, j)\n"
-    "  j.doc = render(id, j)\n"
     "  local args = {}\n"
-    "  for k, v in pairs(j) do args[#args + 1] = k; args[#args + 1] = v end\n"
-    "  redis.call('HSET', KEYS[1], unpack(args))\n"
+    "  for k, v in pairs(j) do\n"
+    "    if k ~= 'doc' then args[#args + 1] = k; args[#args + 1] = v end\n"
+    "  end\n"
+    "  redis.call('HSET', K.job, unpack(args))\n"
+    "  j.doc = render(id, j)\n"
+    "  redis.call('SET', doc_key(K.job), j.v .. ' ' .. j.sq .. ' ' .. j.st .. ' ' .. j.doc, "
+    "'KEEPTTL')\n"
     "end\n"
     /* Appends an event whose data is {"job_id","version", <fields>} and publishes it. */
     "local function emit(id, j, name, fields)\n"
     "  j.sq = j.sq + 1\n"
     "  local data = '{\"job_id\":\"' .. id .. '\",\"version\":' .. j.v .. ',' .. fields .. '}'\n"
-    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, j.sq .. '-1', 'n', name, 'd', data)\n"
+    "  redis.call('RPUSH', K.ev, j.sq .. ' ' .. name .. ' ' .. data)\n"
+    "  if j.sq > 1000 and j.sq % 100 == 0 then redis.call('LTRIM', K.ev, -1000, -1) end\n"
     "  redis.call('PUBLISH', 'ds:changes', id .. ' ' .. name)\n"
     "end\n"
     "local function emit_status(id, j)\n"
@@ -110,13 +128,20 @@ const char redis_lua_prelude[] =
     "    emit(id, j, 'error', '\"status\":\"' .. NAMES[to] .. '\",\"error\":' .. j.er)\n"
     "  end\n"
     "  redis.call('ZADD', KEYS[5], j.ex, id)\n"
-    "  redis.call('PEXPIREAT', KEYS[1], j.ex)\n"
-    "  redis.call('PEXPIREAT', KEYS[2], j.ex)\n"
+    "  redis.call('PEXPIREAT', K.job, j.ex)\n"
+    "  redis.call('PEXPIREAT', K.ev, j.ex)\n"
+    "  redis.call('PEXPIREAT', doc_key(K.job), j.ex)\n"
     "  return true\n"
     "end\n"
-    "local function reply(code, j)\n"
+    /* {code, doc, version, seq, state}; doc read back if this script did not render it. */
+    "local function reply(code, j, key)\n"
     "  if not j then return {code} end\n"
-    "  return {code, j.doc, tostring(j.v), tostring(j.sq), tostring(j.st)}\n"
+    "  local doc = j.doc\n"
+    "  if not doc then\n"
+    "    local stored = redis.call('GET', doc_key(key or K.job)) or ''\n"
+    "    doc = string.match(stored, '^%S+ %S+ %S+ (.*)$') or ''\n"
+    "  end\n"
+    "  return {code, doc, tostring(j.v), tostring(j.sq), tostring(j.st)}\n"
     "end\n";
 
 /* ARGV: id, type, input, ttl, max_attempts, now, first event data, (unused),
@@ -133,7 +158,7 @@ const char redis_lua_create[] =
     "    if hash ~= ARGV[9] then return {'mismatch'} end\n"
     "    local pkey = 'ds:{' .. pid .. '}:job'\n"
     "    local p = load(pkey)\n"
-    "    if p then return reply('exists', p) end\n"
+    "    if p then return reply('exists', p, pkey) end\n"
     "  end\n"
     "  redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. id, 'PX', ARGV[10])\n"
     "end\n"
@@ -141,7 +166,7 @@ const char redis_lua_create[] =
     "local j = {st=0, v=1, sq=1, at=1, ma=tonumber(ARGV[5]), tk='', le=0, cx=0, cr=now, sa=0,\n"
     "           fi=0, ex=0, ttl=tonumber(ARGV[4]), ty=ARGV[2], ['in']=ARGV[3], pr='', rs='', "
     "er=''}\n"
-    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '1-1', 'n', 'status', 'd', ARGV[7])\n"
+    "redis.call('RPUSH', KEYS[2], '1 status ' .. ARGV[7])\n"
     "enqueue(id, j)\n"
     "save(id, j)\n"
     "redis.call('ZADD', KEYS[4], 0, id)\n"
@@ -208,8 +233,34 @@ const char redis_lua_claim[] =
     "j.le = now + tonumber(ARGV[4])\n"
     "move(id, j, 1, now)\n"
     "save(id, j)\n"
-    "return {'ok', j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v), tostring(j.sq),\n"
-    "        tostring(j.cr), tostring(j.ttl)}\n";
+    "return {'ok', id, j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v),\n"
+    "        tostring(j.sq), tostring(j.cr), tostring(j.ttl)}\n";
+
+/* ARGV: consumer, token, lease_ms, now. Reads the next queue entry itself and
+ * claims its job: one round trip while there is work. {'empty'} when the
+ * queue has nothing new. */
+const char redis_lua_claim_next[] =
+    "local consumer, tk, now = ARGV[1], ARGV[2], tonumber(ARGV[4])\n"
+    "for _ = 1, 8 do\n"
+    "  local r = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,\n"
+    "                       'STREAMS', KEYS[3], '>')\n"
+    "  if not r then return {'empty'} end\n"
+    "  local e = r[1][2][1]\n"
+    "  local qid, id = e[1], e[2][2]\n"
+    "  K.job, K.ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
+    "  local j = load(K.job)\n"
+    "  if j and j.st == 0 and j.qid == qid then\n"
+    "    j.tk = tk\n"
+    "    j.le = now + tonumber(ARGV[3])\n"
+    "    move(id, j, 1, now)\n"
+    "    save(id, j)\n"
+    "    return {'ok', id, j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v),\n"
+    "            tostring(j.sq), tostring(j.cr), tostring(j.ttl)}\n"
+    "  end\n"
+    "  redis.call('XACK', KEYS[3], 'workers', qid)\n"
+    "  redis.call('XDEL', KEYS[3], qid)\n"
+    "end\n"
+    "return {'empty'}\n";
 
 /* ARGV: id, queue entry id, now. A queue entry idle past the lease: its
  * worker is gone. */
@@ -240,7 +291,7 @@ const char redis_lua_requeue[] =
 const char redis_lua_remove[] = "local st = redis.call('HGET', KEYS[1], 'st')\n"
                                 "if not st then return {'notfound'} end\n"
                                 "if tonumber(st) < 2 then return {'conflict'} end\n"
-                                "redis.call('DEL', KEYS[1], KEYS[2])\n"
+                                "redis.call('DEL', KEYS[1], KEYS[2], doc_key(KEYS[1]))\n"
                                 "redis.call('ZREM', 'ds:state:' .. st, ARGV[1])\n"
                                 "redis.call('ZREM', KEYS[4], ARGV[1])\n"
                                 "redis.call('ZREM', KEYS[5], ARGV[1])\n"
@@ -254,6 +305,7 @@ const char redis_lua_expire[] =
     "  for st = 2, 4 do redis.call('ZREM', 'ds:state:' .. st, id) end\n"
     "  redis.call('ZREM', KEYS[4], id)\n"
     "  redis.call('ZREM', KEYS[5], id)\n"
-    "  redis.call('DEL', 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events')\n"
+    "  redis.call('DEL', 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events', 'ds:{' .. id .. "
+    "'}:doc')\n"
     "end\n"
     "return #ids\n";
