@@ -5,7 +5,8 @@
  * (Last-Event-ID header, or ?last_event_id= for a browser's first connect),
  * then parks on a watch and sends new events as the hub reports changes. If
  * the client's position is older than the kept events, a `snapshot` event
- * with the whole job comes first. The stream ends after the terminal event
+ * with the whole job comes first, numbered just before the oldest kept one. The stream ends after
+ * the terminal event
  * (`result` or `error`); a client that already has it gets 204, which makes
  * EventSource stop reconnecting. On drain the stream just ends: the client
  * resumes on another instance from its last id. */
@@ -55,15 +56,17 @@ static int sse_write(struct sse *s, int64_t seq, const char *name, const char *d
     return 0;
 }
 
-/* The whole job as a `snapshot` event: the doc with job_id added in front. */
-static int send_snapshot(struct sse *s, const struct store_doc *doc)
+/* The whole job as a `snapshot` event: the doc with job_id added in front.
+ * Its id is the one before the oldest kept event, so every kept event
+ * (the terminal one above all) still follows it. */
+static int send_snapshot(struct sse *s, const struct store_doc *doc, int64_t id)
 {
     size_t len = strlen(doc->json) + JOB_ID_LEN + 16;
     char *data = malloc(len);
     if (!data)
         return -1;
     snprintf(data, len, "{\"job_id\":\"%s\",%s", s->id, doc->json + 1);
-    int rc = sse_write(s, doc->event_seq, "snapshot", data);
+    int rc = sse_write(s, id, "snapshot", data);
     free(data);
     return rc;
 }
@@ -71,12 +74,12 @@ static int send_snapshot(struct sse *s, const struct store_doc *doc)
 enum pump { PUMP_KEEP, PUMP_END, PUMP_DROPPED };
 
 /* The client missed events the store no longer keeps: send the whole job. */
-static enum pump catch_up(struct sse *s)
+static enum pump catch_up(struct sse *s, int64_t first_kept)
 {
     struct store_doc doc = {0};
     enum pump out = PUMP_END;
     if (store_get(s->L->st, s->id, &doc) == 0)
-        out = send_snapshot(s, &doc) ? PUMP_DROPPED : PUMP_KEEP;
+        out = send_snapshot(s, &doc, first_kept - 1) ? PUMP_DROPPED : PUMP_KEEP;
     store_doc_clear(&doc);
     return out;
 }
@@ -91,7 +94,7 @@ static int sse_pump(struct sse *s)
     enum pump out =
         store_events(s->L->st, s->id, s->last_seq, &ev, &first_kept) ? PUMP_END : PUMP_KEEP;
     if (out == PUMP_KEEP && ev.n && ev.v[0].seq > s->last_seq + 1)
-        out = catch_up(s);
+        out = catch_up(s, ev.v[0].seq);
     for (size_t i = 0; out == PUMP_KEEP && i < ev.n; i++) {
         if (ev.v[i].seq <= s->last_seq)
             continue;

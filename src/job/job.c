@@ -132,6 +132,30 @@ int job_init(struct job *job, const char *id, const char *type, json_t *input, i
     return emit_status(job, ev);
 }
 
+static char *dump(const json_t *v)
+{
+    return v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+}
+
+const char *job_terminal_event_name(enum job_state state)
+{
+    return state == JOB_SUCCEEDED ? "result" : "error";
+}
+
+char *job_terminal_event(const char *id, int64_t version, enum job_state state, const char *result,
+                         const char *error)
+{
+    bool ok = state == JOB_SUCCEEDED;
+    const char *value = ok ? result : error;
+    size_t len = strlen(id) + (value ? strlen(value) : 4) + 96;
+    char *data = malloc(len);
+    if (data)
+        snprintf(data, len, "{\"job_id\":\"%s\",\"version\":%lld,\"status\":\"%s\",\"%s\":%s}", id,
+                 (long long)version, job_state_name(state), ok ? "result" : "error",
+                 value && *value ? value : "null");
+    return data;
+}
+
 /* Moves to a new state through the table and emits the matching event. */
 static int move(struct job *job, enum job_state to, int64_t now_ms, struct job_events *ev)
 {
@@ -150,11 +174,11 @@ static int move(struct job *job, enum job_state to, int64_t now_ms, struct job_e
     job->finished_ms = now_ms;
     job->expires_ms = now_ms + job->ttl_s * 1000;
     job->lease_token = 0;
-    if (to == JOB_SUCCEEDED)
-        return emit(job, ev, "result",
-                    json_pack("{s:s, s:O}", "status", "succeeded", "result", job->result));
-    return emit(job, ev, "error",
-                json_pack("{s:s, s:O}", "status", job_state_name(to), "error", job->error));
+    char *result = dump(job->result), *error = dump(job->error);
+    char *data = job_terminal_event(job->id, job->version, to, result, error);
+    free(result);
+    free(error);
+    return job_events_push(ev, ++job->event_seq, job_terminal_event_name(to), data);
 }
 
 static void set_error(struct job *job, const char *code, const char *message)
@@ -265,59 +289,95 @@ int job_apply(struct job *job, const struct job_op *op, int64_t now_ms, struct j
     return DS_E_INVALID;
 }
 
-static json_t *time_or_null(int64_t ms)
+/* Writes a JSON string; ids and type names are plain ASCII, but a stored
+ * row is not trusted to be. */
+static void put_string(FILE *f, const char *v)
 {
-    if (!ms)
-        return json_null();
+    fputc('"', f);
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void put_time(FILE *f, const char *key, int64_t ms)
+{
     char buf[CLOCK_RFC3339_LEN];
+    if (!ms) {
+        fprintf(f, ",\"%s\":null", key);
+        return;
+    }
     clock_rfc3339(ms, buf);
-    return json_string(buf);
+    fprintf(f, ",\"%s\":\"%s\"", key, buf);
 }
 
-static json_t *links(const char *id)
+static const char *json_or_null(const char *text)
 {
-    char self[80], events[96], cancel[96];
-    snprintf(self, sizeof self, "/v1/jobs/%s", id);
-    snprintf(events, sizeof events, "%s/events", self);
-    snprintf(cancel, sizeof cancel, "%s/cancel", self);
-    return json_pack("{s:s, s:s, s:s}", "self", self, "events", events, "cancel", cancel);
+    return text && *text ? text : "null";
 }
 
-static json_t *or_null(json_t *v)
+char *job_render_text(const struct job_text *t)
 {
-    return v ? json_incref(v) : json_null();
-}
-
-json_t *job_to_json(const struct job *job)
-{
-    json_t *o = json_object();
-    if (!o)
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    if (!f)
         return NULL;
-    json_object_set_new(o, "id", json_string(job->id));
-    json_object_set_new(o, "type", json_string(job->type));
-    json_object_set_new(o, "status", json_string(job_state_name(job->state)));
-    json_object_set_new(o, "progress", or_null(job->progress));
-    json_object_set_new(o, "input", or_null(job->input));
-    json_object_set_new(o, "result", or_null(job->result));
-    json_object_set_new(o, "error", or_null(job->error));
-    json_object_set_new(o, "attempts", json_integer(job->attempts));
-    json_object_set_new(o, "max_attempts", json_integer(job->max_attempts));
-    json_object_set_new(o, "cancel_requested", json_boolean(job->cancel_requested));
-    json_object_set_new(o, "created_at", time_or_null(job->created_ms));
-    json_object_set_new(o, "started_at", time_or_null(job->started_ms));
-    json_object_set_new(o, "finished_at", time_or_null(job->finished_ms));
-    json_object_set_new(o, "expires_at", time_or_null(job->expires_ms));
-    json_object_set_new(o, "version", json_integer(job->version));
-    json_object_set_new(o, "links", links(job->id));
-    return o;
+    fprintf(f, "{\"id\":");
+    put_string(f, t->id);
+    fprintf(f, ",\"type\":");
+    put_string(f, t->type);
+    fprintf(f, ",\"status\":\"%s\",\"progress\":%s,\"input\":%s,\"result\":%s,\"error\":%s",
+            job_state_name(t->state), json_or_null(t->progress), json_or_null(t->input),
+            json_or_null(t->result), json_or_null(t->error));
+    fprintf(f, ",\"attempts\":%d,\"max_attempts\":%d,\"cancel_requested\":%s", t->attempts,
+            t->max_attempts, t->cancel_requested ? "true" : "false");
+    put_time(f, "created_at", t->created_ms);
+    put_time(f, "started_at", t->started_ms);
+    put_time(f, "finished_at", t->finished_ms);
+    put_time(f, "expires_at", t->expires_ms);
+    fprintf(f, ",\"version\":%lld,\"links\":{\"self\":\"/v1/jobs/%s\",", (long long)t->version,
+            t->id);
+    fprintf(f, "\"events\":\"/v1/jobs/%s/events\",\"cancel\":\"/v1/jobs/%s/cancel\"}}", t->id,
+            t->id);
+    if (fclose(f) != 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }
 
 char *job_render(const struct job *job)
 {
-    json_t *o = job_to_json(job);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    return s;
+    char *progress = dump(job->progress), *input = dump(job->input);
+    char *result = dump(job->result), *error = dump(job->error);
+    struct job_text t = {job->id,
+                         job->type,
+                         job->state,
+                         progress,
+                         input,
+                         result,
+                         error,
+                         job->attempts,
+                         job->max_attempts,
+                         job->cancel_requested,
+                         job->created_ms,
+                         job->started_ms,
+                         job->finished_ms,
+                         job->expires_ms,
+                         job->version};
+    char *doc = job_render_text(&t);
+    free(progress);
+    free(input);
+    free(result);
+    free(error);
+    return doc;
 }
 
 void job_clear(struct job *job)

@@ -92,8 +92,22 @@ int job_apply(struct job *job, const struct job_op *op, int64_t now_ms, struct j
 
 /* The public job object as compact JSON. Caller frees. NULL on no memory. */
 char *job_render(const struct job *job);
-/* The job object as a jansson value (new reference). */
-json_t *job_to_json(const struct job *job);
+
+/* A job whose JSON values are already rendered (as a store keeps them);
+ * NULL or "" is null. Every pointer is borrowed. */
+struct job_text {
+    const char *id, *type;
+    enum job_state state;
+    const char *progress, *input, *result, *error;
+    int attempts, max_attempts;
+    bool cancel_requested;
+    int64_t created_ms, started_ms, finished_ms, expires_ms;
+    int64_t version;
+};
+
+/* The job object from its texts, without parsing them: the one renderer of
+ * the job object (job_render() feeds it). Caller frees; NULL on no memory. */
+char *job_render_text(const struct job_text *t);
 
 /* Releases what a job owns; the struct itself may be reused after job_init. */
 void job_clear(struct job *job);
@@ -103,6 +117,13 @@ int job_copy(struct job *dst, const struct job *src);
 /* Appends an event; takes ownership of data. Returns 0 or DS_E_NOMEM. */
 int job_events_push(struct job_events *ev, int64_t seq, const char *name, char *data);
 void job_events_clear(struct job_events *ev);
+
+/* The last event of a finished job: its name ("result" or "error") and its
+ * data, from the job's texts. The one definition of that event, for stores
+ * that derive it instead of keeping it. Caller frees; NULL on no memory. */
+const char *job_terminal_event_name(enum job_state state);
+char *job_terminal_event(const char *id, int64_t version, enum job_state state, const char *result,
+                         const char *error);
 
 /* Maps an event name back to the static string used in struct job_event. */
 const char *job_event_name(const char *name);

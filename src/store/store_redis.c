@@ -9,9 +9,10 @@
  * job_transition_allowed(), so it is written once, in job.c.
  *
  * Keys (all keys of one job share the hash tag {ID}):
- *   ds:{ID}:job      hash: the job's fields
- *   ds:{ID}:doc      string: "VERSION SEQ STATE " + the rendered job object
- *   ds:{ID}:events   list of "SEQ NAME DATA", capped at about 1,000 entries
+ *   ds:{ID}:job      hash: the job's fields (C renders the job object from them)
+ *   ds:{ID}:events   list of "SEQ NAME DATA", capped at about 1,000 entries;
+ *                    deleted when the job finishes (its last event is
+ *                    derived from the job's fields)
  *   ds:queue         stream + consumer group "workers": XREADGROUP claims,
  *                    heartbeats XCLAIM (keeping the entry fresh), the reaper
  *                    XAUTOCLAIMs entries idle past the lease (a dead worker's)
@@ -262,16 +263,70 @@ static int reply_rc(const redisReply *r)
 }
 
 /* {code, doc, version, seq, state} -> out (may be NULL). */
-static int doc_from_reply(const redisReply *r, struct store_doc *out)
+/* Field/value pairs of a job hash (HGETALL, or a script's reply from
+ * element `from` on) -> the texts the renderer takes; borrowed from r. */
+static void fields_to_text(const redisReply *r, size_t from, const char *id, struct job_text *t)
+{
+    memset(t, 0, sizeof *t);
+    t->id = id;
+    t->type = "";
+    for (size_t i = from; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        long long n = strtoll(v, NULL, 10);
+        if (!strcmp(k, "st"))
+            t->state = (enum job_state)n;
+        else if (!strcmp(k, "v"))
+            t->version = n;
+        else if (!strcmp(k, "at"))
+            t->attempts = (int)n;
+        else if (!strcmp(k, "ma"))
+            t->max_attempts = (int)n;
+        else if (!strcmp(k, "cx"))
+            t->cancel_requested = n;
+        else if (!strcmp(k, "cr"))
+            t->created_ms = n;
+        else if (!strcmp(k, "sa"))
+            t->started_ms = n;
+        else if (!strcmp(k, "fi"))
+            t->finished_ms = n;
+        else if (!strcmp(k, "ex"))
+            t->expires_ms = n;
+        else if (!strcmp(k, "ty"))
+            t->type = v;
+        else if (!strcmp(k, "in"))
+            t->input = v;
+        else if (!strcmp(k, "pr"))
+            t->progress = v;
+        else if (!strcmp(k, "rs"))
+            t->result = v;
+        else if (!strcmp(k, "er"))
+            t->error = v;
+        else if (!strcmp(k, "id"))
+            t->id = v;
+    }
+}
+
+/* The seq field of the pairs (not part of the rendered object). */
+static int64_t seq_of(const redisReply *r, size_t from)
+{
+    for (size_t i = from; i + 1 < r->elements; i += 2)
+        if (!strcmp(r->element[i]->str, "sq"))
+            return strtoll(r->element[i + 1]->str, NULL, 10);
+    return 0;
+}
+
+/* Renders the job whose fields r holds from element `from` on into *out
+ * (may be NULL: nothing to do). */
+static int render_fields(const redisReply *r, size_t from, const char *id, struct store_doc *out)
 {
     if (!out)
         return 0;
-    if (r->elements < 5)
-        return DS_E_IO;
-    out->json = strdup(r->element[1]->str);
-    out->version = strtoll(r->element[2]->str, NULL, 10);
-    out->event_seq = strtoll(r->element[3]->str, NULL, 10);
-    out->state = (enum job_state)atoi(r->element[4]->str);
+    struct job_text t;
+    fields_to_text(r, from, id, &t);
+    out->json = job_render_text(&t);
+    out->version = t.version;
+    out->event_seq = seq_of(r, from);
+    out->state = t.state;
     return out->json ? 0 : DS_E_NOMEM;
 }
 
@@ -414,7 +469,7 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
     redisReply *r = run(s, S_CREATE, job->id, idem_key, 10, args, NULL);
     int rc = reply_rc(r);
     if (rc == 0 || rc == DS_E_EXISTS) {
-        int drc = doc_from_reply(r, out);
+        int drc = render_fields(r, 1, job->id, out);
         rc = drc ? drc : rc;
     }
     freeReplyObject(r);
@@ -422,55 +477,44 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
     return rc;
 }
 
-/* "VERSION SEQ STATE DOC" (the value of ds:{ID}:doc) -> doc, with doc->json
- * pointing into text. Returns 0, or DS_E_IO for a malformed value. */
-static int parse_doc(const char *text, struct store_doc *doc)
-{
-    long long v, sq;
-    int st, n = 0;
-    if (sscanf(text, "%lld %lld %d %n", &v, &sq, &st, &n) != 3 || n == 0)
-        return DS_E_IO;
-    doc->version = v;
-    doc->event_seq = sq;
-    doc->state = (enum job_state)st;
-    doc->json = (char *)text + n;
-    return 0;
-}
-
-/* A GET or GETRANGE of ds:{ID}:doc -> 0 (doc borrows the reply), or an error. */
-static int doc_reply(const redisReply *r, struct store_doc *doc)
+/* An HGETALL of a job hash -> 0, or why not. */
+static int hash_reply(const redisReply *r)
 {
     if (!r)
         return DS_E_UNAVAILABLE;
-    if (r->type == REDIS_REPLY_NIL || (r->type == REDIS_REPLY_STRING && r->len == 0))
-        return DS_E_NOTFOUND;
-    return r->type == REDIS_REPLY_STRING ? parse_doc(r->str, doc) : DS_E_IO;
+    if (r->type != REDIS_REPLY_ARRAY)
+        return DS_E_IO;
+    return r->elements ? 0 : DS_E_NOTFOUND;
 }
 
 static int rd_get(store *st, const char *id, struct store_doc *out)
 {
-    redisReply *r = fmt(R(st), "GET ds:{%s}:doc", id);
-    struct store_doc doc;
-    int rc = doc_reply(r, &doc);
-    if (!rc) {
-        *out = doc;
-        out->json = strdup(doc.json);
-        rc = out->json ? 0 : DS_E_NOMEM;
-    }
+    redisReply *r = fmt(R(st), "HGETALL ds:{%s}:job", id);
+    int rc = hash_reply(r);
+    if (!rc)
+        rc = render_fields(r, 0, id, out);
     freeReplyObject(r);
     return rc;
 }
 
-/* The first bytes of the doc value hold what a revalidation needs. */
+/* An HMGET v st -> version and state. */
+static int peek_reply(const redisReply *r, int64_t *version, enum job_state *state)
+{
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+        return DS_E_IO;
+    if (r->element[0]->type != REDIS_REPLY_STRING)
+        return DS_E_NOTFOUND;
+    *version = strtoll(r->element[0]->str, NULL, 10);
+    *state = (enum job_state)atoi(r->element[1]->str);
+    return 0;
+}
+
 static int rd_peek(store *st, const char *id, int64_t *version, enum job_state *state)
 {
-    redisReply *r = fmt(R(st), "GETRANGE ds:{%s}:doc 0 63", id);
-    struct store_doc doc;
-    int rc = doc_reply(r, &doc);
-    if (!rc) {
-        *version = doc.version;
-        *state = doc.state;
-    }
+    redisReply *r = fmt(R(st), "HMGET ds:{%s}:job v st", id);
+    int rc = peek_reply(r, version, state);
     freeReplyObject(r);
     return rc;
 }
@@ -579,7 +623,7 @@ static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t 
     redisReply *r = run(s, S_APPLY, id, NULL, 9, args, NULL);
     int rc = reply_rc(r);
     if (!rc)
-        rc = doc_from_reply(r, out);
+        rc = render_fields(r, 1, id, out);
     freeReplyObject(r);
     free(payload);
     free(error);
@@ -761,46 +805,31 @@ static int rd_remove(store *st, const char *id)
     return rc;
 }
 
-/* Does the job match the list's type filter? (A vanished job does not.) */
-static bool type_matches(struct redis_store *s, const char *id, const char *type, int *rc)
-{
-    if (!type)
-        return true;
-    redisReply *r = fmt(s, "HGET ds:{%s}:job ty", id);
-    bool match = r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, type);
-    *rc = r ? 0 : DS_E_UNAVAILABLE;
-    freeReplyObject(r);
-    return match;
-}
-
-/* Adds the docs of ids (newest first) that match the type filter to out.
+/* Adds the jobs of ids (newest first) that match the type filter to out.
  * Returns 1 when the page is full and a further match exists. */
 static int add_page(struct redis_store *s, const redisReply *ids, const struct store_filter *f,
                     struct store_list *out, char last[JOB_ID_SIZE])
 {
     for (size_t i = 0; i < ids->elements; i++) {
         const char *id = ids->element[i]->str;
-        int rc = 0;
-        if (!type_matches(s, id, f->type, &rc)) {
-            if (rc)
-                return rc;
-            continue;
-        }
-        redisReply *r = fmt(s, "GET ds:{%s}:doc", id);
-        struct store_doc doc;
-        rc = doc_reply(r, &doc);
-        if (rc == 0 && out->n == (size_t)f->limit) { /* one more exists: a next page */
+        redisReply *r = fmt(s, "HGETALL ds:{%s}:job", id);
+        int rc = hash_reply(r);
+        struct job_text t;
+        if (rc == 0)
+            fields_to_text(r, 0, id, &t);
+        bool match = rc == 0 && (!f->type || !strcmp(t.type, f->type));
+        if (match && out->n == (size_t)f->limit) { /* one more exists: a next page */
             memcpy(out->next_cursor, last, JOB_ID_SIZE);
             freeReplyObject(r);
             return 1;
         }
-        if (rc == 0) {
-            out->docs[out->n++] = strdup(doc.json);
+        if (match) {
+            out->docs[out->n++] = job_render_text(&t);
             snprintf(last, JOB_ID_SIZE, "%s", id);
         }
         freeReplyObject(r);
         if (rc == DS_E_UNAVAILABLE || rc == DS_E_IO)
-            return rc;
+            return rc; /* a vanished job (NOTFOUND) is just left out */
     }
     return 0;
 }
@@ -851,6 +880,31 @@ static int push_event(struct job_events *out, const char *item)
     return job_events_push(out, seq, known ? known : "status", strdup(item + n));
 }
 
+/* A finished job keeps no event list: its last event is derived from its
+ * fields. 0 with the event (if newer than after_seq) in out; NOTFOUND. */
+static int terminal_event(struct redis_store *s, const char *id, int64_t after_seq,
+                          struct job_events *out, int64_t *first_kept)
+{
+    redisReply *r = fmt(s, "HMGET ds:{%s}:job st v sq rs er", id);
+    int rc = !r                                                 ? DS_E_UNAVAILABLE
+             : r->type != REDIS_REPLY_ARRAY || r->elements != 5 ? DS_E_IO
+             : r->element[0]->type != REDIS_REPLY_STRING        ? DS_E_NOTFOUND
+                                                                : 0;
+    enum job_state st = rc ? JOB_QUEUED : (enum job_state)atoi(r->element[0]->str);
+    if (!rc && job_state_terminal(st)) {
+        int64_t seq = strtoll(r->element[2]->str, NULL, 10);
+        const char *rs = r->element[3]->type == REDIS_REPLY_STRING ? r->element[3]->str : "";
+        const char *er = r->element[4]->type == REDIS_REPLY_STRING ? r->element[4]->str : "";
+        *first_kept = seq;
+        if (seq > after_seq)
+            rc = job_events_push(
+                out, seq, job_terminal_event_name(st),
+                job_terminal_event(id, strtoll(r->element[1]->str, NULL, 10), st, rs, er));
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 /* The list holds consecutive seqs: the first one says where "after" is. */
 static int rd_events(store *st, const char *id, int64_t after_seq, struct job_events *out,
                      int64_t *first_kept)
@@ -861,12 +915,8 @@ static int rd_events(store *st, const char *id, int64_t after_seq, struct job_ev
         return DS_E_UNAVAILABLE;
     *first_kept = first->type == REDIS_REPLY_STRING ? strtoll(first->str, NULL, 10) : 0;
     freeReplyObject(first);
-    if (*first_kept == 0) { /* no events at all: is the job gone? */
-        redisReply *ex = fmt(s, "EXISTS ds:{%s}:job", id);
-        int rc = !ex ? DS_E_UNAVAILABLE : ex->integer == 0 ? DS_E_NOTFOUND : 0;
-        freeReplyObject(ex);
-        return rc;
-    }
+    if (*first_kept == 0)
+        return terminal_event(s, id, after_seq, out, first_kept);
     long long from = after_seq + 1 - *first_kept;
     redisReply *r = fmt(s, "LRANGE ds:{%s}:events %lld -1", id, from > 0 ? from : 0);
     int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_ARRAY ? 0 : DS_E_IO;
@@ -1012,17 +1062,15 @@ static void async_reply(redisAsyncContext *ac, void *reply, void *privdata)
     struct store_doc doc = {.json = ""};
     int rc;
     (void)ac;
-    if (!reply) {
+    if (!reply)
         rc = read_sync(a, &doc);
-        a->fn(rc, rc ? NULL : &doc, a->arg);
-        if (rc == 0 && !a->peek)
-            free(doc.json);
-    } else {
-        rc = doc_reply(reply, &doc);
-        if (a->peek)
-            doc.json = "";
-        a->fn(rc, rc ? NULL : &doc, a->arg);
-    }
+    else if (a->peek)
+        rc = peek_reply(reply, &doc.version, &doc.state);
+    else if ((rc = hash_reply(reply)) == 0)
+        rc = render_fields(reply, 0, a->id, &doc);
+    a->fn(rc, rc ? NULL : &doc, a->arg);
+    if (rc == 0 && !a->peek)
+        free(doc.json);
     free(a);
 }
 
@@ -1040,7 +1088,7 @@ static int rd_get_async(store *st, const char *id, bool peek, store_read_fn fn, 
         return DS_STORE_NO_ASYNC;
     *a = (struct async_read){s, fn, arg, peek, ""};
     snprintf(a->id, sizeof a->id, "%s", id);
-    const char *format = peek ? "GETRANGE ds:{%s}:doc 0 63" : "GET ds:{%s}:doc";
+    const char *format = peek ? "HMGET ds:{%s}:job v st" : "HGETALL ds:{%s}:job";
     if (redisAsyncCommand(s->ac, async_reply, a, format, id) != REDIS_OK) {
         free(a);
         return DS_STORE_NO_ASYNC;

@@ -7,29 +7,31 @@
  * not repeated here: store_redis.c generates `local T = {...}` from
  * job_transition_allowed() and puts it in front of every script, so the C
  * table stays the only one. Values that need JSON (input, progress, result,
- * error) arrive already rendered by C (jansson), so the scripts only join
- * strings and never re-encode user data.
+ * error, event data) arrive rendered by C, so the scripts only join strings.
+ * They keep the job's fields only: C renders the job object from them
+ * (job_render_text(), the one renderer), so Redis spends neither CPU nor
+ * memory on a second copy of each job.
  *
  * Keys: KEYS[1] ds:{id}:job (hash), KEYS[2] ds:{id}:events (list of
  * "SEQ NAME DATA", capped at about 1,000: a list costs bytes per event where
- * a stream would cost a preallocated 4 KB node per job),
- * KEYS[3] ds:queue (stream, group "workers"), KEYS[4] ds:jobs (zset, the
- * list index), KEYS[5] ds:expiry (zset by expiry time); ds:state:N (one zset
- * per state, for counts and filtered lists) are named inside the scripts. Hash fields: st state,
- * v version, sq last event seq, at attempts, ma max attempts, tk lease token,
- * le lease expiry (ms), cx cancel requested, cr/sa/fi/ex created, started,
- * finished, expires (ms, 0 = null), ttl (s), ty type, in/pr/rs/er JSON texts
- * ('' = null), doc the rendered job object, qid its queue entry. */
+ * a stream would cost a preallocated 4 KB node per job; deleted when the job
+ * finishes), KEYS[3] ds:queue
+ * (stream, group "workers"), KEYS[4] ds:jobs (zset, the list index),
+ * KEYS[5] ds:expiry (zset by expiry time); ds:state:N (one zset per state,
+ * for counts and filtered lists) are named inside the scripts.
+ * Hash fields: st state, v version, sq last event seq, at attempts, ma max
+ * attempts, tk lease token, le lease expiry (ms), cx cancel requested,
+ * cr/sa/fi/ex created, started, finished, expires (ms, 0 = null), ttl (s), ty
+ * type, in/pr/rs/er JSON texts ('' = null), qid its queue entry. */
 #include "store/store_redis_lua.h"
 
+// clang-format off
 const char redis_lua_prelude[] =
     "local NAMES = {[0]='queued', [1]='running', [2]='succeeded', [3]='failed', [4]='cancelled'}\n"
     /* K: the keys of the job at hand; claim_next learns them from the queue. */
     "local K = {job = KEYS[1], ev = KEYS[2]}\n"
     "local NUM = {st=1, v=1, sq=1, at=1, ma=1, le=1, cx=1, cr=1, sa=1, fi=1, ex=1, ttl=1}\n"
-    /* Every field but doc: the rendered object is written, never read here. */
-    "local FIELDS = {'st', 'v', 'sq', 'at', 'ma', 'tk', 'le', 'cx', 'cr', 'sa', 'fi', 'ex', "
-    "'ttl',\n"
+    "local FIELDS = {'st', 'v', 'sq', 'at', 'ma', 'tk', 'le', 'cx', 'cr', 'sa', 'fi', 'ex', 'ttl',\n"
     "                'ty', 'in', 'pr', 'rs', 'er', 'qid'}\n"
     "local function load(key)\n"
     "  local h = redis.call('HMGET', key, unpack(FIELDS))\n"
@@ -40,51 +42,10 @@ const char redis_lua_prelude[] =
     "  end\n"
     "  return j\n"
     "end\n"
-    "local function ts(ms)\n"
-    "  if ms == 0 then return 'null' end\n"
-    "  local s = math.floor(ms / 1000)\n"
-    "  local days, rem = math.floor(s / 86400), s % 86400\n"
-    "  local z = days + 719468\n"
-    "  local era = math.floor(z / 146097)\n"
-    "  local doe = z - era * 146097\n"
-    "  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)\n"
-    "                          - math.floor(doe / 146096)) / 365)\n"
-    "  local y = yoe + era * 400\n"
-    "  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\n"
-    "  local mp = math.floor((5 * doy + 2) / 153)\n"
-    "  local d = doy - math.floor((153 * mp + 2) / 5) + 1\n"
-    "  local m = mp < 10 and mp + 3 or mp - 9\n"
-    "  if m <= 2 then y = y + 1 end\n"
-    "  return string.format('\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"', y, m, d,\n"
-    "    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, ms % 1000)\n"
-    "end\n"
-    "local function jv(s) if s == nil or s == '' then return 'null' end return s end\n"
-    /* The same object, in the same order, as job_to_json() in job.c. */
-    "local function render(id, j)\n"
-    "  local self = '/v1/jobs/' .. id\n"
-    "  return '{\"id\":\"' .. id .. '\",\"type\":\"' .. j.ty .. '\",\"status\":\"' .. NAMES[j.st]\n"
-    "    .. '\",\"progress\":' .. jv(j.pr) .. ',\"input\":' .. jv(j['in']) .. ',\"result\":' .. "
-    "jv(j.rs)\n"
-    "    .. ',\"error\":' .. jv(j.er) .. ',\"attempts\":' .. j.at .. ',\"max_attempts\":' .. j.ma\n"
-    "    .. ',\"cancel_requested\":' .. (j.cx == 1 and 'true' or 'false')\n"
-    "    .. ',\"created_at\":' .. ts(j.cr) .. ',\"started_at\":' .. ts(j.sa)\n"
-    "    .. ',\"finished_at\":' .. ts(j.fi) .. ',\"expires_at\":' .. ts(j.ex)\n"
-    "    .. ',\"version\":' .. j.v .. ',\"links\":{\"self\":\"' .. self .. '\",\"events\":\"' .. "
-    "self\n"
-    "    .. '/events\",\"cancel\":\"' .. self .. '/cancel\"}}'\n"
-    "end\n"
-    /* ds:{ID}:doc holds "VERSION SEQ STATE " + the rendered job: a poll is one GET,
-     * and the hash stays small enough for Redis's compact encoding. */
-    "local function doc_key(job_key) return string.sub(job_key, 1, -4) .. 'doc' end\n"
     "local function save(id, j)\n"
     "  local args = {}\n"
-    "  for k, v in pairs(j) do\n"
-    "    if k ~= 'doc' then args[#args + 1] = k; args[#args + 1] = v end\n"
-    "  end\n"
+    "  for k, v in pairs(j) do args[#args + 1] = k; args[#args + 1] = v end\n"
     "  redis.call('HSET', K.job, unpack(args))\n"
-    "  j.doc = render(id, j)\n"
-    "  redis.call('SET', doc_key(K.job), j.v .. ' ' .. j.sq .. ' ' .. j.st .. ' ' .. j.doc, "
-    "'KEEPTTL')\n"
     "end\n"
     /* Appends an event whose data is {"job_id","version", <fields>} and publishes it. */
     "local function emit(id, j, name, fields)\n"
@@ -120,28 +81,28 @@ const char redis_lua_prelude[] =
     "  if to < 2 then emit_status(id, j); return true end\n"
     "  j.fi = now\n"
     "  j.ex = now + j.ttl * 1000\n"
-    "  j.tk = ''\n"
     "  unqueue(j)\n"
-    "  if to == 2 then\n"
-    "    emit(id, j, 'result', '\"status\":\"succeeded\",\"result\":' .. j.rs)\n"
-    "  else\n"
-    "    emit(id, j, 'error', '\"status\":\"' .. NAMES[to] .. '\",\"error\":' .. j.er)\n"
-    "  end\n"
+    /* Finished: what only a running job needs goes, and so do its events: the
+     * last one (result or error) is derived from the fields when read, by
+     * job_terminal_event() in C, and a client resuming from older gets a
+     * snapshot first. */
+    "  j.sq = j.sq + 1\n"
+    "  redis.call('PUBLISH', 'ds:changes', id .. ' ' .. (to == 2 and 'result' or 'error'))\n"
+    "  j.tk, j.le, j.qid = nil, nil, nil\n"
+    "  redis.call('HDEL', K.job, 'tk', 'le', 'qid')\n"
+    "  redis.call('DEL', K.ev)\n"
     "  redis.call('ZADD', KEYS[5], j.ex, id)\n"
     "  redis.call('PEXPIREAT', K.job, j.ex)\n"
-    "  redis.call('PEXPIREAT', K.ev, j.ex)\n"
-    "  redis.call('PEXPIREAT', doc_key(K.job), j.ex)\n"
     "  return true\n"
     "end\n"
-    /* {code, doc, version, seq, state}; doc read back if this script did not render it. */
-    "local function reply(code, j, key)\n"
+    /* {code, field, value, ...}: C renders the job object from the fields. */
+    "local function reply(code, j)\n"
     "  if not j then return {code} end\n"
-    "  local doc = j.doc\n"
-    "  if not doc then\n"
-    "    local stored = redis.call('GET', doc_key(key or K.job)) or ''\n"
-    "    doc = string.match(stored, '^%S+ %S+ %S+ (.*)$') or ''\n"
+    "  local r = {code}\n"
+    "  for _, k in ipairs(FIELDS) do\n"
+    "    if j[k] then r[#r + 1] = k; r[#r + 1] = tostring(j[k]) end\n"
     "  end\n"
-    "  return {code, doc, tostring(j.v), tostring(j.sq), tostring(j.st)}\n"
+    "  return r\n"
     "end\n";
 
 /* ARGV: id, type, input, ttl, max_attempts, now, first event data, (unused),
@@ -156,16 +117,14 @@ const char redis_lua_create[] =
     "  if prior then\n"
     "    local hash, pid = string.match(prior, '^(%S+) (%S+)$')\n"
     "    if hash ~= ARGV[9] then return {'mismatch'} end\n"
-    "    local pkey = 'ds:{' .. pid .. '}:job'\n"
-    "    local p = load(pkey)\n"
-    "    if p then return reply('exists', p, pkey) end\n"
+    "    local p = load('ds:{' .. pid .. '}:job')\n"
+    "    if p then local r = reply('exists', p); r[#r + 1] = 'id'; r[#r + 1] = pid; return r end\n"
     "  end\n"
     "  redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. id, 'PX', ARGV[10])\n"
     "end\n"
     "local now = tonumber(ARGV[6])\n"
     "local j = {st=0, v=1, sq=1, at=1, ma=tonumber(ARGV[5]), tk='', le=0, cx=0, cr=now, sa=0,\n"
-    "           fi=0, ex=0, ttl=tonumber(ARGV[4]), ty=ARGV[2], ['in']=ARGV[3], pr='', rs='', "
-    "er=''}\n"
+    "           fi=0, ex=0, ttl=tonumber(ARGV[4]), ty=ARGV[2], ['in']=ARGV[3], pr='', rs='', er=''}\n"
     "redis.call('RPUSH', KEYS[2], '1 status ' .. ARGV[7])\n"
     "enqueue(id, j)\n"
     "save(id, j)\n"
@@ -193,8 +152,12 @@ const char redis_lua_apply[] =
     "end\n"
     "if j.st ~= 1 or j.tk ~= tk then return {'lease_lost'} end\n"
     "if op == 'release' then move(id, j, 0, now); save(id, j); return reply('ok', j) end\n"
-    "if op == 'succeed' then j.rs = ARGV[6]; move(id, j, 2, now); save(id, j); return reply('ok', "
-    "j) end\n"
+    "if op == 'succeed' then\n"
+    "  j.rs = ARGV[6]\n"
+    "  move(id, j, 2, now)\n"
+    "  save(id, j)\n"
+    "  return reply('ok', j)\n"
+    "end\n"
     "if op == 'fail' then\n"
     "  j.er = ARGV[7]\n"
     "  move(id, j, ARGV[8] == '1' and 4 or 3, now)\n"
@@ -220,7 +183,13 @@ const char redis_lua_apply[] =
     "save(id, j)\n"
     "return reply('ok', j)\n";
 
-/* ARGV: id, queue entry id, token, lease_ms, now. Returns the job's fields. */
+/* The claim's answer: {'ok', id, type, input, attempts, max_attempts,
+ * version, seq, created, ttl}. */
+#define CLAIMED                                                                  \
+    "{'ok', id, j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v),\n" \
+    " tostring(j.sq), tostring(j.cr), tostring(j.ttl)}\n"
+
+/* ARGV: id, queue entry id, token, lease_ms, now. */
 const char redis_lua_claim[] =
     "local id, qid, now = ARGV[1], ARGV[2], tonumber(ARGV[5])\n"
     "local j = load(KEYS[1])\n"
@@ -233,8 +202,7 @@ const char redis_lua_claim[] =
     "j.le = now + tonumber(ARGV[4])\n"
     "move(id, j, 1, now)\n"
     "save(id, j)\n"
-    "return {'ok', id, j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v),\n"
-    "        tostring(j.sq), tostring(j.cr), tostring(j.ttl)}\n";
+    "return " CLAIMED;
 
 /* ARGV: consumer, token, lease_ms, now. Reads the next queue entry itself and
  * claims its job: one round trip while there is work. {'empty'} when the
@@ -254,8 +222,7 @@ const char redis_lua_claim_next[] =
     "    j.le = now + tonumber(ARGV[3])\n"
     "    move(id, j, 1, now)\n"
     "    save(id, j)\n"
-    "    return {'ok', id, j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v),\n"
-    "            tostring(j.sq), tostring(j.cr), tostring(j.ttl)}\n"
+    "    return " CLAIMED
     "  end\n"
     "  redis.call('XACK', KEYS[3], 'workers', qid)\n"
     "  redis.call('XDEL', KEYS[3], qid)\n"
@@ -274,10 +241,9 @@ const char redis_lua_requeue[] =
     "end\n"
     "if j.st == 0 then enqueue(id, j); save(id, j); return {'redelivered'} end\n"
     "if j.le > now then return {'alive'} end\n"
-
     "if j.at >= j.ma then\n"
-    "  j.er = '{\"code\":\"worker_lost\",\"message\":\"the worker running this job stopped and no "
-    "attempts are left\"}'\n"
+    "  j.er = '{\"code\":\"worker_lost\",\"message\":"
+    "\"the worker running this job stopped and no attempts are left\"}'\n"
     "  move(id, j, 3, now)\n"
     "  save(id, j)\n"
     "  return {'failed'}\n"
@@ -288,14 +254,15 @@ const char redis_lua_requeue[] =
     "return {'requeued'}\n";
 
 /* ARGV: id. Forgets a finished job. */
-const char redis_lua_remove[] = "local st = redis.call('HGET', KEYS[1], 'st')\n"
-                                "if not st then return {'notfound'} end\n"
-                                "if tonumber(st) < 2 then return {'conflict'} end\n"
-                                "redis.call('DEL', KEYS[1], KEYS[2], doc_key(KEYS[1]))\n"
-                                "redis.call('ZREM', 'ds:state:' .. st, ARGV[1])\n"
-                                "redis.call('ZREM', KEYS[4], ARGV[1])\n"
-                                "redis.call('ZREM', KEYS[5], ARGV[1])\n"
-                                "return {'ok'}\n";
+const char redis_lua_remove[] =
+    "local st = redis.call('HGET', KEYS[1], 'st')\n"
+    "if not st then return {'notfound'} end\n"
+    "if tonumber(st) < 2 then return {'conflict'} end\n"
+    "redis.call('DEL', KEYS[1], KEYS[2])\n"
+    "redis.call('ZREM', 'ds:state:' .. st, ARGV[1])\n"
+    "redis.call('ZREM', KEYS[4], ARGV[1])\n"
+    "redis.call('ZREM', KEYS[5], ARGV[1])\n"
+    "return {'ok'}\n";
 
 /* ARGV: now, batch. Drops index entries of jobs past their TTL (the keys
  * expire by themselves). KEYS: [4] ds:jobs, [5] ds:expiry. */
@@ -305,7 +272,7 @@ const char redis_lua_expire[] =
     "  for st = 2, 4 do redis.call('ZREM', 'ds:state:' .. st, id) end\n"
     "  redis.call('ZREM', KEYS[4], id)\n"
     "  redis.call('ZREM', KEYS[5], id)\n"
-    "  redis.call('DEL', 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events', 'ds:{' .. id .. "
-    "'}:doc')\n"
+    "  redis.call('DEL', 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events')\n"
     "end\n"
     "return #ids\n";
+// clang-format on

@@ -235,3 +235,19 @@ test('cancellation requested on one instance stops a job running in a worker on 
     assert.ok(Date.now() - t0 < 2000);
   });
 });
+
+test("a finished job's stream on Redis: a snapshot of the whole job, then its result, once", async () => {
+  await withRedis([{ name: 'A', workers: 1 }], async ([a]) => {
+    const { json } = await createJob(a.url, { type: 'sleep', input: { steps: 3, step_ms: 1 } });
+    const done = await waitTerminal(a.url, json.id);
+    const { events } = await readEvents(`${a.url}${json.links.events}`);
+    assert.deepEqual(events.map((e) => e.event), ['snapshot', 'result']);
+    const [snapshot, result] = events;
+    assert.equal(snapshot.data.job_id, json.id);
+    assert.deepEqual({ ...snapshot.data, job_id: undefined }, { ...done, job_id: undefined });
+    assert.equal(snapshot.id, result.id - 1, 'the snapshot is numbered just before the kept event');
+    assert.equal(result.data.status, 'succeeded');
+    const again = await fetch(`${a.url}${json.links.events}`, { headers: { 'Last-Event-ID': String(result.id) } });
+    assert.equal(again.status, 204);
+  });
+});
