@@ -3,7 +3,7 @@
  *
  * DESIGN
  * Every change is one Lua script (store_redis_lua.c): atomic, fenced by the
- * lease token, bumping `version`, appending to the job's event stream and
+ * lease token, bumping `version`, appending to the job's event list and
  * publishing "ID EVENT" on ds:changes in one step; C never reads, modifies
  * and writes back. The scripts get the transition table generated from
  * job_transition_allowed(), so it is written once, in job.c.
@@ -22,14 +22,11 @@
  *   ds:meta          hash: the id MAC key
  * A finished job's two keys get PEXPIREAT at its expiry.
  *
- * Each handle owns one synchronous hiredis connection (not thread-safe: one
- * handle per thread). A handle attached to an HTTP loop also has an
- * asynchronous connection on that loop for polls: the reads of all requests
- * in flight on the loop go out pipelined, in one write, instead of one
- * blocking round trip each. A failed command drops the connection; the next call
- * reconnects at most every 500 ms and otherwise answers DS_E_UNAVAILABLE at
- * once, so a Redis outage is a fast 503, not a hang. The outage is logged
- * once, and so is the recovery. */
+ * Connections, reconnection and script loading are store_redis_conn.c's.
+ * A handle attached to an HTTP loop also has an asynchronous connection on
+ * that loop for polls (the end of this file): the reads of all requests in
+ * flight on the loop go out pipelined, in one write, instead of one blocking
+ * round trip each. */
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -45,224 +42,11 @@
 #include <time.h>
 
 #include "store/store.h"
-#include "store/store_redis_lua.h"
+#include "store/store_redis_conn.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
 
-enum script { S_CREATE, S_APPLY, S_CLAIM, S_CLAIM_NEXT, S_REQUEUE, S_REMOVE, S_EXPIRE, S_COUNT };
-
-static const char *const bodies[S_COUNT] = {
-    redis_lua_create,  redis_lua_apply,  redis_lua_claim, redis_lua_claim_next,
-    redis_lua_requeue, redis_lua_remove, redis_lua_expire};
-
-/* Full script texts (T + prelude + body), built once per process. */
-static char *scripts[S_COUNT];
-static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
-
-static atomic_int outage_logged; /* one line per outage per process */
-
-struct redis_store {
-    struct store base;
-    char host[256];
-    int port, db;
-    redisContext *c;  /* NULL while disconnected */
-    int64_t retry_at; /* monotonic ms of the next reconnect attempt */
-    char consumer[48];
-    char sha[S_COUNT][41];   /* of the scripts, as SCRIPT LOAD answered */
-    atomic_int stop;         /* listen(): unlisten() was called */
-    atomic_int listen_fd;    /* listen(): the subscribed socket, -1 if none */
-    bool recheck_pending;    /* a claim failed midway: our own entries may wait */
-    struct event_base *loop; /* attach(): the loop of the async connection */
-    redisAsyncContext *ac;   /* NULL while not connected */
-    int64_t async_retry_at;  /* monotonic ms of the next async connect */
-    bool closing;
-};
-
-#define R(st) ((struct redis_store *)(st))
-
-static char *transition_table(void)
-{
-    static char t[512];
-    size_t n = (size_t)snprintf(t, sizeof t, "local T = {");
-    for (int from = 0; from < JOB_N_STATES; from++) {
-        n += (size_t)snprintf(t + n, sizeof t - n, "[%d]={", from);
-        for (int to = 0; to < JOB_N_STATES; to++)
-            if (job_transition_allowed((enum job_state)from, (enum job_state)to))
-                n += (size_t)snprintf(t + n, sizeof t - n, "[%d]=true,", to);
-        n += (size_t)snprintf(t + n, sizeof t - n, "},");
-    }
-    snprintf(t + n, sizeof t - n, "}\n");
-    return t;
-}
-
-static void build_scripts(void)
-{
-    const char *table = transition_table();
-    for (int i = 0; i < S_COUNT; i++) {
-        size_t len = strlen(table) + strlen(redis_lua_prelude) + strlen(bodies[i]) + 1;
-        scripts[i] = malloc(len);
-        if (!scripts[i])
-            abort();
-        snprintf(scripts[i], len, "%s%s%s", table, redis_lua_prelude, bodies[i]);
-    }
-}
-
-static void drop(struct redis_store *s, const char *why)
-{
-    if (s->c && !atomic_exchange(&outage_logged, 1))
-        log_warn("redis %s:%d: connection lost (%s); answering 503 until it is back", s->host,
-                 s->port, why);
-    if (s->c)
-        redisFree(s->c);
-    s->c = NULL;
-}
-
-/* Loads the scripts on this connection, learning their SHA1s. */
-static int load_scripts(struct redis_store *s)
-{
-    for (int i = 0; i < S_COUNT; i++) {
-        redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", scripts[i]);
-        int ok = r && r->type == REDIS_REPLY_STRING && r->len == 40;
-        if (ok)
-            memcpy(s->sha[i], r->str, 41);
-        else if (r && r->type == REDIS_REPLY_ERROR)
-            log_error("redis: cannot load script %d: %s", i, r->str);
-        freeReplyObject(r);
-        if (!ok)
-            return -1;
-    }
-    return 0;
-}
-
-static int setup_connection(struct redis_store *s)
-{
-    redisReply *r = NULL;
-    if (s->db && (!(r = redisCommand(s->c, "SELECT %d", s->db)) || r->type == REDIS_REPLY_ERROR)) {
-        freeReplyObject(r);
-        return -1;
-    }
-    freeReplyObject(r);
-    r = redisCommand(s->c, "XGROUP CREATE ds:queue workers 0 MKSTREAM");
-    int ok = r && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP"));
-    freeReplyObject(r);
-    return ok ? load_scripts(s) : -1;
-}
-
-/* Makes sure there is a connection; DS_E_UNAVAILABLE at once when Redis is
- * down and the next reconnect attempt is not due. */
-static int ensure(struct redis_store *s)
-{
-    if (s->c)
-        return 0;
-    int64_t now = clock_mono_ms();
-    if (now < s->retry_at)
-        return DS_E_UNAVAILABLE;
-    s->retry_at = now + 500;
-    struct timeval connect_tv = {1, 0}, cmd_tv = {2, 0};
-    s->c = redisConnectWithTimeout(s->host, s->port, connect_tv);
-    if (!s->c || s->c->err || redisSetTimeout(s->c, cmd_tv) || setup_connection(s)) {
-        if (s->c)
-            redisFree(s->c);
-        s->c = NULL;
-        return DS_E_UNAVAILABLE;
-    }
-    if (atomic_exchange(&outage_logged, 0))
-        log_info("redis %s:%d: connected again", s->host, s->port);
-    return 0;
-}
-
-/* Runs a command given as argv; NULL when Redis is unavailable. A command
- * that fails on a connection made earlier is tried once more on a new one:
- * after a Redis restart every idle connection is stale, and that is no reason
- * to fail a request. Caller frees the reply. */
-static redisReply *cmd(struct redis_store *s, int argc, const char **argv, const size_t *lens)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        bool fresh = !s->c;
-        if (ensure(s))
-            return NULL;
-        redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
-        if (r)
-            return r;
-        drop(s, s->c->errstr);
-        if (fresh)
-            return NULL;
-        s->retry_at = 0;
-    }
-    return NULL;
-}
-
-/* EVALSHA of a script with the five common keys (plus extra), reloading the
- * scripts once if Redis lost them (a restart). */
-static redisReply *run(struct redis_store *s, enum script which, const char *id,
-                       const char *extra_key, int nargs, const char **args, const size_t *alens)
-{
-    char job[80], events[80];
-    snprintf(job, sizeof job, "ds:{%s}:job", id);
-    snprintf(events, sizeof events, "ds:{%s}:events", id);
-    const char *argv[24] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5",
-                            job,       events,        "ds:queue",
-                            "ds:jobs", "ds:expiry"};
-    size_t lens[24];
-    int argc = 8;
-    if (extra_key)
-        argv[argc++] = extra_key;
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    for (int i = 0; i < nargs; i++, argc++) {
-        argv[argc] = args[i];
-        lens[argc] = alens ? alens[i] : strlen(args[i]);
-    }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        argv[1] = s->sha[which];
-        redisReply *r = cmd(s, argc, argv, lens);
-        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8))
-            return r;
-        freeReplyObject(r);
-        if (load_scripts(s))
-            return NULL;
-    }
-    return NULL;
-}
-
-/* The first element of a script's array reply, or "" */
-static const char *code_of(const redisReply *r)
-{
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_STRING)
-        return "";
-    return r->element[0]->str;
-}
-
-/* Maps a script reply to a DS code; logs script errors. */
-static int reply_rc(const redisReply *r)
-{
-    if (!r)
-        return DS_E_UNAVAILABLE;
-    if (r->type == REDIS_REPLY_ERROR) {
-        log_error("redis: script failed: %s", r->str);
-        return DS_E_IO;
-    }
-    static const struct {
-        const char *code;
-        int rc;
-    } map[] = {{"ok", 0},
-               {"notfound", DS_E_NOTFOUND},
-               {"conflict", DS_E_CONFLICT},
-               {"lease_lost", DS_E_LEASE_LOST},
-               {"cancelled", DS_E_CANCELLED},
-               {"exists", DS_E_EXISTS},
-               {"mismatch", DS_E_IDEM_MISMATCH}};
-    const char *code = code_of(r);
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (!strcmp(code, map[i].code))
-            return map[i].rc;
-    log_error("redis: unexpected script reply '%s'", code);
-    return DS_E_IO;
-}
-
-/* {code, doc, version, seq, state} -> out (may be NULL). */
 /* Field/value pairs of a job hash (HGETALL, or a script's reply from
  * element `from` on) -> the texts the renderer takes; borrowed from r. */
 static void fields_to_text(const redisReply *r, size_t from, const char *id, struct job_text *t)
@@ -330,40 +114,21 @@ static int render_fields(const redisReply *r, size_t from, const char *id, struc
     return out->json ? 0 : DS_E_NOMEM;
 }
 
-static int parse_location(struct redis_store *s, const char *loc)
-{
-    char host[256] = "127.0.0.1";
-    int port = 6379, db = 0, n = 0;
-    if (*loc && sscanf(loc, "%255[^:/]%n", host, &n) < 1)
-        return DS_E_INVALID;
-    loc += n;
-    if (*loc == ':' && sscanf(loc, ":%d%n", &port, &n) == 1)
-        loc += n;
-    if (*loc == '/' && sscanf(loc, "/%d%n", &db, &n) == 1)
-        loc += n;
-    if (*loc || port < 1 || port > 65535 || db < 0)
-        return DS_E_INVALID;
-    snprintf(s->host, sizeof s->host, "%s", host);
-    s->port = port;
-    s->db = db;
-    return 0;
-}
-
 static int rd_open(const char *location, store **out)
 {
-    pthread_once(&scripts_once, build_scripts);
+    redis_scripts_init();
     struct redis_store *s = calloc(1, sizeof *s);
     if (!s)
         return DS_E_NOMEM;
     s->base.ops = &store_redis_ops;
-    if (parse_location(s, location)) {
+    if (redis_parse_location(s, location)) {
         free(s);
         return DS_E_INVALID;
     }
     snprintf(s->consumer, sizeof s->consumer, "c-%08x%08x", randombytes_random(),
              randombytes_random());
     atomic_store(&s->listen_fd, -1);
-    int rc = ensure(s);
+    int rc = redis_ensure(s);
     if (rc) {
         log_error("redis %s:%d: not reachable", s->host, s->port);
         free(s);
@@ -384,34 +149,9 @@ static void rd_close(store *st)
     free(s);
 }
 
-/* A command from a format; NULL when unavailable (retried like cmd()). */
-static redisReply *fmt(struct redis_store *s, const char *format, ...)
-{
-    va_list ap;
-    va_start(ap, format);
-    redisReply *r = NULL;
-    for (int attempt = 0; attempt < 2 && !r; attempt++) {
-        bool fresh = !s->c;
-        if (ensure(s))
-            break;
-        va_list again;
-        va_copy(again, ap);
-        r = redisvCommand(s->c, format, again);
-        va_end(again);
-        if (r)
-            break;
-        drop(s, s->c->errstr);
-        if (fresh)
-            break;
-        s->retry_at = 0;
-    }
-    va_end(ap);
-    return r;
-}
-
 static int rd_ping(store *st)
 {
-    redisReply *r = fmt(R(st), "PING");
+    redisReply *r = redis_fmt(R(st), "PING");
     int rc = r && r->type == REDIS_REPLY_STATUS ? 0 : DS_E_UNAVAILABLE;
     freeReplyObject(r);
     return rc;
@@ -422,8 +162,8 @@ static int rd_id_key(store *st, uint8_t key[JOB_ID_KEY_LEN])
     struct redis_store *s = R(st);
     uint8_t fresh[JOB_ID_KEY_LEN];
     job_id_random_key(fresh);
-    freeReplyObject(fmt(s, "HSETNX ds:meta id_key %b", fresh, sizeof fresh));
-    redisReply *r = fmt(s, "HGET ds:meta id_key");
+    freeReplyObject(redis_fmt(s, "HSETNX ds:meta id_key %b", fresh, sizeof fresh));
+    redisReply *r = redis_fmt(s, "HGET ds:meta id_key");
     int rc = !r                                                          ? DS_E_UNAVAILABLE
              : r->type == REDIS_REPLY_STRING && r->len == JOB_ID_KEY_LEN ? 0
                                                                          : DS_E_IO;
@@ -466,8 +206,8 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
                           "",
                           keyed ? idem->body_hash : "",
                           idem_ms};
-    redisReply *r = run(s, S_CREATE, job->id, idem_key, 10, args, NULL);
-    int rc = reply_rc(r);
+    redisReply *r = redis_run(s, S_CREATE, job->id, idem_key, 10, args, NULL);
+    int rc = redis_reply_rc(r);
     if (rc == 0 || rc == DS_E_EXISTS) {
         int drc = render_fields(r, 1, job->id, out);
         rc = drc ? drc : rc;
@@ -489,7 +229,7 @@ static int hash_reply(const redisReply *r)
 
 static int rd_get(store *st, const char *id, struct store_doc *out)
 {
-    redisReply *r = fmt(R(st), "HGETALL ds:{%s}:job", id);
+    redisReply *r = redis_fmt(R(st), "HGETALL ds:{%s}:job", id);
     int rc = hash_reply(r);
     if (!rc)
         rc = render_fields(r, 0, id, out);
@@ -513,7 +253,7 @@ static int peek_reply(const redisReply *r, int64_t *version, enum job_state *sta
 
 static int rd_peek(store *st, const char *id, int64_t *version, enum job_state *state)
 {
-    redisReply *r = fmt(R(st), "HMGET ds:{%s}:job v st", id);
+    redisReply *r = redis_fmt(R(st), "HMGET ds:{%s}:job v st", id);
     int rc = peek_reply(r, version, state);
     freeReplyObject(r);
     return rc;
@@ -525,55 +265,43 @@ static json_t *json_or_null(const char *text)
 }
 
 /* Fills a job from HGETALL's field/value pairs. */
+/* HGETALL's pairs -> a whole job: the rendered fields parsed, plus what
+ * only workers need. */
 static void fields_to_job(const redisReply *r, const char *id, struct job *job)
 {
-    memset(job, 0, sizeof *job);
+    struct job_text t;
+    fields_to_text(r, 0, id, &t);
+    *job = (struct job){.state = t.state,
+                        .input = json_or_null(t.input ? t.input : ""),
+                        .progress = json_or_null(t.progress ? t.progress : ""),
+                        .result = json_or_null(t.result ? t.result : ""),
+                        .error = json_or_null(t.error ? t.error : ""),
+                        .attempts = t.attempts,
+                        .max_attempts = t.max_attempts,
+                        .created_ms = t.created_ms,
+                        .started_ms = t.started_ms,
+                        .finished_ms = t.finished_ms,
+                        .expires_ms = t.expires_ms,
+                        .version = t.version,
+                        .cancel_requested = t.cancel_requested};
     snprintf(job->id, sizeof job->id, "%s", id);
+    snprintf(job->type, sizeof job->type, "%s", t.type);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
-        long long n = strtoll(v, NULL, 10);
-        if (!strcmp(k, "st"))
-            job->state = (enum job_state)n;
-        else if (!strcmp(k, "v"))
-            job->version = n;
-        else if (!strcmp(k, "sq"))
-            job->event_seq = n;
-        else if (!strcmp(k, "at"))
-            job->attempts = (int)n;
-        else if (!strcmp(k, "ma"))
-            job->max_attempts = (int)n;
+        if (!strcmp(k, "sq"))
+            job->event_seq = strtoll(v, NULL, 10);
         else if (!strcmp(k, "tk"))
             job->lease_token = strtoull(v, NULL, 10);
         else if (!strcmp(k, "le"))
-            job->lease_expires_ms = n;
-        else if (!strcmp(k, "cx"))
-            job->cancel_requested = n;
-        else if (!strcmp(k, "cr"))
-            job->created_ms = n;
-        else if (!strcmp(k, "sa"))
-            job->started_ms = n;
-        else if (!strcmp(k, "fi"))
-            job->finished_ms = n;
-        else if (!strcmp(k, "ex"))
-            job->expires_ms = n;
+            job->lease_expires_ms = strtoll(v, NULL, 10);
         else if (!strcmp(k, "ttl"))
-            job->ttl_s = n;
-        else if (!strcmp(k, "ty"))
-            snprintf(job->type, sizeof job->type, "%s", v);
-        else if (!strcmp(k, "in"))
-            job->input = json_or_null(v);
-        else if (!strcmp(k, "pr"))
-            job->progress = json_or_null(v);
-        else if (!strcmp(k, "rs"))
-            job->result = json_or_null(v);
-        else if (!strcmp(k, "er"))
-            job->error = json_or_null(v);
+            job->ttl_s = strtoll(v, NULL, 10);
     }
 }
 
 static int rd_load(store *st, const char *id, struct job *out)
 {
-    redisReply *r = fmt(R(st), "HGETALL ds:{%s}:job", id);
+    redisReply *r = redis_fmt(R(st), "HGETALL ds:{%s}:job", id);
     int rc = !r                             ? DS_E_UNAVAILABLE
              : r->type != REDIS_REPLY_ARRAY ? DS_E_IO
              : r->elements == 0             ? DS_E_NOTFOUND
@@ -620,8 +348,8 @@ static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t 
                           error ? error : "",
                           cancelled ? "1" : "0",
                           s->consumer};
-    redisReply *r = run(s, S_APPLY, id, NULL, 9, args, NULL);
-    int rc = reply_rc(r);
+    redisReply *r = redis_run(s, S_APPLY, id, NULL, 9, args, NULL);
+    int rc = redis_reply_rc(r);
     if (!rc)
         rc = render_fields(r, 1, id, out);
     freeReplyObject(r);
@@ -651,13 +379,13 @@ static int read_entry(const redisReply *r, char *qid, size_t qcap, char id[JOB_I
  * -> *out; {'skip'} or {'empty'} -> DS_E_EMPTY. */
 static int claim_reply(const redisReply *r, const struct job_op *op, struct job *out)
 {
-    const char *code = code_of(r);
+    const char *code = redis_code(r);
     if (!r)
         return DS_E_UNAVAILABLE;
     if (!strcmp(code, "skip") || !strcmp(code, "empty"))
         return DS_E_EMPTY;
     if (strcmp(code, "ok") || r->elements < 10) {
-        int rc = reply_rc(r);
+        int rc = redis_reply_rc(r);
         return rc ? rc : DS_E_IO;
     }
     memset(out, 0, sizeof *out);
@@ -684,7 +412,7 @@ static int claim_next(struct redis_store *s, const struct job_op *op, int64_t no
     snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {s->consumer, token, lease, now};
-    redisReply *r = run(s, S_CLAIM_NEXT, "-", NULL, 4, args, NULL);
+    redisReply *r = redis_run(s, S_CLAIM_NEXT, "-", NULL, 4, args, NULL);
     int rc = claim_reply(r, op, out);
     freeReplyObject(r);
     return rc;
@@ -700,7 +428,7 @@ static int claim_entry(struct redis_store *s, const char *qid, const char *id,
     snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {id, qid, token, lease, now};
-    redisReply *r = run(s, S_CLAIM, id, NULL, 5, args, NULL);
+    redisReply *r = redis_run(s, S_CLAIM, id, NULL, 5, args, NULL);
     int rc = claim_reply(r, op, out);
     freeReplyObject(r);
     return rc;
@@ -724,10 +452,10 @@ static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct j
     for (int tries = 0; tries < 8; tries++) {
         bool own = s->recheck_pending;
         redisReply *r =
-            fmt(s,
-                own ? "XREADGROUP GROUP workers %s COUNT 1 STREAMS ds:queue 0"
-                    : "XREADGROUP GROUP workers %s COUNT 1 BLOCK 500 STREAMS ds:queue >",
-                s->consumer);
+            redis_fmt(s,
+                      own ? "XREADGROUP GROUP workers %s COUNT 1 STREAMS ds:queue 0"
+                          : "XREADGROUP GROUP workers %s COUNT 1 BLOCK 500 STREAMS ds:queue >",
+                      s->consumer);
         if (!r) {
             s->recheck_pending = true;
             return DS_E_UNAVAILABLE;
@@ -756,8 +484,8 @@ static int rd_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *
 {
     struct redis_store *s = R(st);
     *requeued = *failed = 0;
-    redisReply *r = fmt(s, "XAUTOCLAIM ds:queue workers reaper-%s %lld 0-0 COUNT 100", s->consumer,
-                        (long long)lease_ms);
+    redisReply *r = redis_fmt(s, "XAUTOCLAIM ds:queue workers reaper-%s %lld 0-0 COUNT 100",
+                              s->consumer, (long long)lease_ms);
     if (!r)
         return DS_E_UNAVAILABLE;
     int rc = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 ? 0 : DS_E_IO;
@@ -770,8 +498,8 @@ static int rd_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *
             continue; /* an entry deleted meanwhile */
         const char *id = e->element[1]->element[1]->str;
         const char *args[] = {id, e->element[0]->str, now};
-        redisReply *q = run(s, S_REQUEUE, id, NULL, 3, args, NULL);
-        const char *code = code_of(q);
+        redisReply *q = redis_run(s, S_REQUEUE, id, NULL, 3, args, NULL);
+        const char *code = redis_code(q);
         if (!strcmp(code, "requeued"))
             ++*requeued;
         else if (!strcmp(code, "failed"))
@@ -789,8 +517,8 @@ static int rd_expire(store *st, int64_t now_ms, int *removed)
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {now, "1000"};
-    redisReply *r = run(R(st), S_EXPIRE, "-", NULL, 2, args, NULL);
-    int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_INTEGER ? 0 : reply_rc(r);
+    redisReply *r = redis_run(R(st), S_EXPIRE, "-", NULL, 2, args, NULL);
+    int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_INTEGER ? 0 : redis_reply_rc(r);
     *removed = rc ? 0 : (int)r->integer;
     freeReplyObject(r);
     return rc;
@@ -799,8 +527,8 @@ static int rd_expire(store *st, int64_t now_ms, int *removed)
 static int rd_remove(store *st, const char *id)
 {
     const char *args[] = {id};
-    redisReply *r = run(R(st), S_REMOVE, id, NULL, 1, args, NULL);
-    int rc = reply_rc(r);
+    redisReply *r = redis_run(R(st), S_REMOVE, id, NULL, 1, args, NULL);
+    int rc = redis_reply_rc(r);
     freeReplyObject(r);
     return rc;
 }
@@ -812,7 +540,7 @@ static int add_page(struct redis_store *s, const redisReply *ids, const struct s
 {
     for (size_t i = 0; i < ids->elements; i++) {
         const char *id = ids->element[i]->str;
-        redisReply *r = fmt(s, "HGETALL ds:{%s}:job", id);
+        redisReply *r = redis_fmt(s, "HGETALL ds:{%s}:job", id);
         int rc = hash_reply(r);
         struct job_text t;
         if (rc == 0)
@@ -847,7 +575,7 @@ static int rd_list(store *st, const struct store_filter *f, struct store_list *o
     out->docs = calloc((size_t)f->limit, sizeof *out->docs);
     int rc = out->docs ? 0 : DS_E_NOMEM;
     while (rc == 0) {
-        redisReply *ids = fmt(s, "ZREVRANGEBYLEX %s %s - LIMIT 0 %d", key, max, f->limit + 1);
+        redisReply *ids = redis_fmt(s, "ZREVRANGEBYLEX %s %s - LIMIT 0 %d", key, max, f->limit + 1);
         if (!ids)
             rc = DS_E_UNAVAILABLE;
         else if (ids->type != REDIS_REPLY_ARRAY)
@@ -885,7 +613,7 @@ static int push_event(struct job_events *out, const char *item)
 static int terminal_event(struct redis_store *s, const char *id, int64_t after_seq,
                           struct job_events *out, int64_t *first_kept)
 {
-    redisReply *r = fmt(s, "HMGET ds:{%s}:job st v sq rs er", id);
+    redisReply *r = redis_fmt(s, "HMGET ds:{%s}:job st v sq rs er", id);
     int rc = !r                                                 ? DS_E_UNAVAILABLE
              : r->type != REDIS_REPLY_ARRAY || r->elements != 5 ? DS_E_IO
              : r->element[0]->type != REDIS_REPLY_STRING        ? DS_E_NOTFOUND
@@ -910,7 +638,7 @@ static int rd_events(store *st, const char *id, int64_t after_seq, struct job_ev
                      int64_t *first_kept)
 {
     struct redis_store *s = R(st);
-    redisReply *first = fmt(s, "LINDEX ds:{%s}:events 0", id);
+    redisReply *first = redis_fmt(s, "LINDEX ds:{%s}:events 0", id);
     if (!first)
         return DS_E_UNAVAILABLE;
     *first_kept = first->type == REDIS_REPLY_STRING ? strtoll(first->str, NULL, 10) : 0;
@@ -918,7 +646,7 @@ static int rd_events(store *st, const char *id, int64_t after_seq, struct job_ev
     if (*first_kept == 0)
         return terminal_event(s, id, after_seq, out, first_kept);
     long long from = after_seq + 1 - *first_kept;
-    redisReply *r = fmt(s, "LRANGE ds:{%s}:events %lld -1", id, from > 0 ? from : 0);
+    redisReply *r = redis_fmt(s, "LRANGE ds:{%s}:events %lld -1", id, from > 0 ? from : 0);
     int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_ARRAY ? 0 : DS_E_IO;
     for (size_t i = 0; !rc && i < r->elements; i++)
         rc = push_event(out, r->element[i]->str);
@@ -935,7 +663,7 @@ static int rd_changes(store *st, int64_t *cursor, store_change_fn fn, void *arg)
 static int rd_counts(store *st, int64_t counts[JOB_N_STATES])
 {
     for (int i = 0; i < JOB_N_STATES; i++) {
-        redisReply *r = fmt(R(st), "ZCARD ds:state:%d", i);
+        redisReply *r = redis_fmt(R(st), "ZCARD ds:state:%d", i);
         if (!r)
             return DS_E_UNAVAILABLE;
         counts[i] = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
@@ -958,9 +686,9 @@ static int rd_listen(store *st, store_change_fn fn, void *arg)
 {
     struct redis_store *s = R(st);
     while (!atomic_load(&s->stop)) {
-        redisReply *r = ensure(s) ? NULL : redisCommand(s->c, "SUBSCRIBE ds:changes");
+        redisReply *r = redis_ensure(s) ? NULL : redisCommand(s->c, "SUBSCRIBE ds:changes");
         if (!r) {
-            drop(s, "cannot subscribe");
+            redis_drop(s, "cannot subscribe");
             struct timespec ts = {0, 200 * 1000000};
             nanosleep(&ts, NULL);
             continue;
@@ -979,7 +707,7 @@ static int rd_listen(store *st, store_change_fn fn, void *arg)
         }
         atomic_store(&s->listen_fd, -1);
         if (!atomic_load(&s->stop))
-            drop(s, "subscription lost");
+            redis_drop(s, "subscription lost");
         else
             redisFree(s->c), s->c = NULL;
     }

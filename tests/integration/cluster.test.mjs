@@ -6,7 +6,7 @@ import http from 'node:http';
 import path from 'node:path';
 import {
   startServer, stopServer, startNginx, tempDir, removeDir, createJob, getJob, waitTerminal,
-  readEvents, sleep, pool, waitStarted,
+  readEvents, sleep, waitStarted, jobsThroughBalancer,
 } from './lib/harness.mjs';
 
 async function withCluster(opts, fn) {
@@ -26,27 +26,7 @@ test('1,000 jobs through round-robin nginx: every poll 200, all succeed, both in
   await withCluster([{ name: 'A' }, { name: 'B' }], async ([a, b]) => {
     const lb = await startNginx([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`]);
     try {
-      const statuses = {};
-      const servedBy = {};
-      const count = (res) => {
-        statuses[res.status] = (statuses[res.status] ?? 0) + 1;
-        const by = res.headers.get('x-served-by');
-        servedBy[by] = (servedBy[by] ?? 0) + 1;
-      };
-      const ids = await pool(Array.from({ length: 1000 }), 32, async () => {
-        const { res, json } = await createJob(lb.url, { type: 'sleep', input: { steps: 1, step_ms: 5 } });
-        assert.equal(res.status, 202);
-        return json.id;
-      });
-      const finals = await pool(ids, 32, async (id) => {
-        for (;;) {
-          const { res, json } = await getJob(lb.url, id);
-          count(res);
-          if (res.status !== 200) return { status: `http ${res.status}` };
-          if (json.status === 'succeeded' || json.status === 'failed') return json;
-          await sleep(20);
-        }
-      });
+      const { finals, statuses, servedBy } = await jobsThroughBalancer(lb.url, 1000, { steps: 1, step_ms: 5 });
       assert.deepEqual(Object.keys(statuses), ['200'], `poll statuses: ${JSON.stringify(statuses)}`);
       assert.equal(finals.filter((j) => j.status === 'succeeded').length, 1000);
       assert.ok(servedBy.A > 100 && servedBy.B > 100, `served by ${JSON.stringify(servedBy)}`);

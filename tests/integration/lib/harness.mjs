@@ -116,21 +116,28 @@ ${site}
 `;
 }
 
-export async function startNginx(upstreams) {
-  const dir = tempDir('ds-nginx-');
-  const port = await freePort();
-  writeFileSync(path.join(dir, 'nginx.conf'), nginxConfig({ port, upstreams, dir }));
-  const proc = spawn('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+// Spawns a service and resolves once it accepts connections on port.
+async function spawnService(command, args, port) {
+  const proc = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
+  proc.stdout.on('data', (d) => { log += d; });
   proc.stderr.on('data', (d) => { log += d; });
   const exited = new Promise((resolve) => proc.on('exit', resolve));
   try {
     await waitForPort(port);
   } catch (e) {
     proc.kill('SIGKILL');
-    throw new Error(`nginx did not start: ${log}`);
+    throw new Error(`${command} did not start: ${log}`);
   }
+  return { proc, exited };
+}
+
+export async function startNginx(upstreams) {
+  const dir = tempDir('ds-nginx-');
+  const port = await freePort();
+  writeFileSync(path.join(dir, 'nginx.conf'), nginxConfig({ port, upstreams, dir }));
+  const { proc, exited } = await spawnService('nginx',
+    ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], port);
   return {
     url: `http://127.0.0.1:${port}`,
     async stop() {
@@ -221,17 +228,7 @@ export async function startRedis({ aof = false, dir = tempDir('ds-redis-'), port
   port = port ?? await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
     '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'everysec', '--loglevel', 'warning'];
-  const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  proc.stdout.on('data', (d) => { log += d; });
-  proc.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise((resolve) => proc.on('exit', resolve));
-  try {
-    await waitForPort(port);
-  } catch (e) {
-    proc.kill('SIGKILL');
-    throw new Error(`redis-server did not start: ${log}`);
-  }
+  const { proc, exited } = await spawnService('redis-server', args, port);
   return {
     port, dir, url: `redis://127.0.0.1:${port}`, proc,
     // SIGTERM: redis flushes its AOF and exits.
@@ -268,4 +265,29 @@ export async function waitStarted(base, id, timeoutMs = 20000) {
     if (Date.now() > until) throw new Error(`job ${id} was never started`);
     await sleep(10);
   }
+}
+
+// Creates n sleep jobs through a load balancer and polls each (plain GETs,
+// no stickiness) until it finishes. Returns the final jobs, the count of
+// poll answers by status, and by the X-Served-By instance that gave them.
+export async function jobsThroughBalancer(url, n, input) {
+  const statuses = {};
+  const servedBy = {};
+  const ids = await pool(Array.from({ length: n }), 32, async () => {
+    const { res, json } = await createJob(url, { type: 'sleep', input });
+    if (res.status !== 202) throw new Error(`create answered ${res.status}`);
+    return json.id;
+  });
+  const finals = await pool(ids, 32, async (id) => {
+    for (;;) {
+      const { res, json } = await getJob(url, id);
+      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      const by = res.headers.get('x-served-by');
+      servedBy[by] = (servedBy[by] ?? 0) + 1;
+      if (res.status !== 200) return { id, status: `http ${res.status}` };
+      if (json.status !== 'queued' && json.status !== 'running') return json;
+      await sleep(20);
+    }
+  });
+  return { ids, finals, statuses, servedBy };
 }

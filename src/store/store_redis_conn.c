@@ -1,0 +1,265 @@
+/* The connection layer of the redis:// backend: connecting and reconnecting,
+ * running commands and the Lua scripts, and the one-line-per-outage log.
+ *
+ * DESIGN
+ * Each handle owns one synchronous hiredis connection (hiredis contexts are
+ * not thread-safe: one handle per thread). A failed command drops it; the
+ * next call reconnects at most every 500 ms and otherwise answers
+ * DS_E_UNAVAILABLE at once, so a Redis outage is a fast 503, not a hang. A
+ * command that fails on a connection made earlier is tried once more on a
+ * new one: after a Redis restart every idle connection is stale. Scripts are
+ * loaded on every new connection and run with EVALSHA; after a restart lost
+ * them (NOSCRIPT) they are loaded again. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_redis_conn.h"
+#include "store/store_redis_lua.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+static const char *const bodies[S_COUNT] = {
+    redis_lua_create,  redis_lua_apply,  redis_lua_claim, redis_lua_claim_next,
+    redis_lua_requeue, redis_lua_remove, redis_lua_expire};
+
+/* Full script texts (T + prelude + body), built once per process. */
+static char *scripts[S_COUNT];
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static atomic_int outage_logged; /* one line per outage per process */
+
+static char *transition_table(void)
+{
+    static char t[512];
+    size_t n = (size_t)snprintf(t, sizeof t, "local T = {");
+    for (int from = 0; from < JOB_N_STATES; from++) {
+        n += (size_t)snprintf(t + n, sizeof t - n, "[%d]={", from);
+        for (int to = 0; to < JOB_N_STATES; to++)
+            if (job_transition_allowed((enum job_state)from, (enum job_state)to))
+                n += (size_t)snprintf(t + n, sizeof t - n, "[%d]=true,", to);
+        n += (size_t)snprintf(t + n, sizeof t - n, "},");
+    }
+    snprintf(t + n, sizeof t - n, "}\n");
+    return t;
+}
+
+static void build_scripts(void)
+{
+    const char *table = transition_table();
+    for (int i = 0; i < S_COUNT; i++) {
+        size_t len = strlen(table) + strlen(redis_lua_prelude) + strlen(bodies[i]) + 1;
+        scripts[i] = malloc(len);
+        if (!scripts[i])
+            abort();
+        snprintf(scripts[i], len, "%s%s%s", table, redis_lua_prelude, bodies[i]);
+    }
+}
+
+void redis_drop(struct redis_store *s, const char *why)
+{
+    if (s->c && !atomic_exchange(&outage_logged, 1))
+        log_warn("redis %s:%d: connection lost (%s); answering 503 until it is back", s->host,
+                 s->port, why);
+    if (s->c)
+        redisFree(s->c);
+    s->c = NULL;
+}
+
+/* Loads the scripts on this connection, learning their SHA1s. */
+static int load_scripts(struct redis_store *s)
+{
+    for (int i = 0; i < S_COUNT; i++) {
+        redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", scripts[i]);
+        int ok = r && r->type == REDIS_REPLY_STRING && r->len == 40;
+        if (ok)
+            memcpy(s->sha[i], r->str, 41);
+        else if (r && r->type == REDIS_REPLY_ERROR)
+            log_error("redis: cannot load script %d: %s", i, r->str);
+        freeReplyObject(r);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+static int setup_connection(struct redis_store *s)
+{
+    redisReply *r = NULL;
+    if (s->db && (!(r = redisCommand(s->c, "SELECT %d", s->db)) || r->type == REDIS_REPLY_ERROR)) {
+        freeReplyObject(r);
+        return -1;
+    }
+    freeReplyObject(r);
+    r = redisCommand(s->c, "XGROUP CREATE ds:queue workers 0 MKSTREAM");
+    int ok = r && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP"));
+    freeReplyObject(r);
+    return ok ? load_scripts(s) : -1;
+}
+
+/* Makes sure there is a connection; DS_E_UNAVAILABLE at once when Redis is
+ * down and the next reconnect attempt is not due. */
+int redis_ensure(struct redis_store *s)
+{
+    if (s->c)
+        return 0;
+    int64_t now = clock_mono_ms();
+    if (now < s->retry_at)
+        return DS_E_UNAVAILABLE;
+    s->retry_at = now + 500;
+    struct timeval connect_tv = {1, 0}, cmd_tv = {2, 0};
+    s->c = redisConnectWithTimeout(s->host, s->port, connect_tv);
+    if (!s->c || s->c->err || redisSetTimeout(s->c, cmd_tv) || setup_connection(s)) {
+        if (s->c)
+            redisFree(s->c);
+        s->c = NULL;
+        return DS_E_UNAVAILABLE;
+    }
+    if (atomic_exchange(&outage_logged, 0))
+        log_info("redis %s:%d: connected again", s->host, s->port);
+    return 0;
+}
+
+/* Runs a command given as argv; NULL when Redis is unavailable. A command
+ * that fails on a connection made earlier is tried once more on a new one:
+ * after a Redis restart every idle connection is stale, and that is no reason
+ * to fail a request. Caller frees the reply. */
+redisReply *redis_cmd(struct redis_store *s, int argc, const char **argv, const size_t *lens)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool fresh = !s->c;
+        if (redis_ensure(s))
+            return NULL;
+        redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+        if (r)
+            return r;
+        redis_drop(s, s->c->errstr);
+        if (fresh)
+            return NULL;
+        s->retry_at = 0;
+    }
+    return NULL;
+}
+
+/* EVALSHA of a script with the five common keys (plus extra), reloading the
+ * scripts once if Redis lost them (a restart). */
+redisReply *redis_run(struct redis_store *s, enum script which, const char *id,
+                      const char *extra_key, int nargs, const char **args, const size_t *alens)
+{
+    char job[80], events[80];
+    snprintf(job, sizeof job, "ds:{%s}:job", id);
+    snprintf(events, sizeof events, "ds:{%s}:events", id);
+    const char *argv[24] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5",
+                            job,       events,        "ds:queue",
+                            "ds:jobs", "ds:expiry"};
+    size_t lens[24];
+    int argc = 8;
+    if (extra_key)
+        argv[argc++] = extra_key;
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    for (int i = 0; i < nargs; i++, argc++) {
+        argv[argc] = args[i];
+        lens[argc] = alens ? alens[i] : strlen(args[i]);
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        argv[1] = s->sha[which];
+        redisReply *r = redis_cmd(s, argc, argv, lens);
+        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8))
+            return r;
+        freeReplyObject(r);
+        if (load_scripts(s))
+            return NULL;
+    }
+    return NULL;
+}
+
+/* The first element of a script's array reply, or "" */
+const char *redis_code(const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return "";
+    return r->element[0]->str;
+}
+
+/* Maps a script reply to a DS code; logs script errors. */
+int redis_reply_rc(const redisReply *r)
+{
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_error("redis: script failed: %s", r->str);
+        return DS_E_IO;
+    }
+    static const struct {
+        const char *code;
+        int rc;
+    } map[] = {{"ok", 0},
+               {"notfound", DS_E_NOTFOUND},
+               {"conflict", DS_E_CONFLICT},
+               {"lease_lost", DS_E_LEASE_LOST},
+               {"cancelled", DS_E_CANCELLED},
+               {"exists", DS_E_EXISTS},
+               {"mismatch", DS_E_IDEM_MISMATCH}};
+    const char *code = redis_code(r);
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(code, map[i].code))
+            return map[i].rc;
+    log_error("redis: unexpected script reply '%s'", code);
+    return DS_E_IO;
+}
+
+/* {code, doc, version, seq, state} -> out (may be NULL). */
+int redis_parse_location(struct redis_store *s, const char *loc)
+{
+    char host[256] = "127.0.0.1";
+    int port = 6379, db = 0, n = 0;
+    if (*loc && sscanf(loc, "%255[^:/]%n", host, &n) < 1)
+        return DS_E_INVALID;
+    loc += n;
+    if (*loc == ':' && sscanf(loc, ":%d%n", &port, &n) == 1)
+        loc += n;
+    if (*loc == '/' && sscanf(loc, "/%d%n", &db, &n) == 1)
+        loc += n;
+    if (*loc || port < 1 || port > 65535 || db < 0)
+        return DS_E_INVALID;
+    snprintf(s->host, sizeof s->host, "%s", host);
+    s->port = port;
+    s->db = db;
+    return 0;
+}
+
+/* A command from a format; NULL when unavailable (retried like redis_cmd()). */
+redisReply *redis_fmt(struct redis_store *s, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    redisReply *r = NULL;
+    for (int attempt = 0; attempt < 2 && !r; attempt++) {
+        bool fresh = !s->c;
+        if (redis_ensure(s))
+            break;
+        va_list again;
+        va_copy(again, ap);
+        r = redisvCommand(s->c, format, again);
+        va_end(again);
+        if (r)
+            break;
+        redis_drop(s, s->c->errstr);
+        if (fresh)
+            break;
+        s->retry_at = 0;
+    }
+    va_end(ap);
+    return r;
+}
+
+void redis_scripts_init(void)
+{
+    pthread_once(&scripts_once, build_scripts);
+}
