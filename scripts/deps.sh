@@ -10,8 +10,7 @@ cd "$(dirname "$0")/.."
 
 build_pkgs=(gcc make pkg-config libevent-dev libsqlite3-dev libjansson-dev
     libsodium-dev libhttp-parser-dev libhiredis-dev)
-test_pkgs=(libcmocka-dev nginx-light redis-server curl nodejs npm
-    libclang-rt-14-dev)
+test_pkgs=(libcmocka-dev nginx-light redis-server curl nodejs npm)
 bench_pkgs=(nginx-light curl nodejs npm wrk)
 
 want=("${build_pkgs[@]}")
