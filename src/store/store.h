@@ -60,8 +60,9 @@ typedef void (*store_change_fn)(const char *job_id, const char *event_name, void
 
 struct store_ops {
     const char *scheme; /* URI prefix, e.g. "sqlite:" */
-    /* How often the watch hub must look for changes by other processes
-     * (0: never, the backend pushes them through listen() or has none). */
+    /* How often the watch hub must look for changes by other processes when
+     * change_fd() gives it nothing to wait on (0: never; the backend pushes
+     * them through listen(), or no other process can write). */
     int change_poll_ms;
     /* claim() itself waits a while for work (no need to wait elsewhere). */
     bool claim_waits;
@@ -92,6 +93,9 @@ struct store_ops {
     /* Optional: reads that complete on an event loop, pipelined with the
      * other reads of that loop (network stores). */
     int (*attach)(store *st, struct event_base *base);
+    /* Optional: a descriptor (owned by the handle) that becomes readable when
+     * another process may have committed, or -1. */
+    int (*change_fd)(store *st);
     int (*get_async)(store *st, const char *id, bool peek, store_read_fn fn, void *arg);
 };
 
@@ -244,6 +248,13 @@ static inline int store_attach(store *st, struct event_base *base)
 static inline int store_get_async(store *st, const char *id, bool peek, store_read_fn fn, void *arg)
 {
     return st->ops->get_async ? st->ops->get_async(st, id, peek, fn, arg) : DS_STORE_NO_ASYNC;
+}
+
+/* A descriptor to wait on for other processes' commits (drain it with
+ * read() when it fires), or -1: then look every change_poll_ms. */
+static inline int store_change_fd(store *st)
+{
+    return st->ops->change_fd ? st->ops->change_fd(st) : -1;
 }
 
 void store_doc_clear(struct store_doc *doc);

@@ -11,8 +11,11 @@
  *
  * job_events.pos is AUTOINCREMENT, so it only grows: the watch hub of every
  * process reads "pos > cursor" after PRAGMA data_version says another
- * connection committed, and learns of every change exactly once. */
+ * connection committed, and learns of every change exactly once. It knows
+ * when to look from inotify on the -wal file, which every commit writes. */
 #include <sqlite3.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +118,7 @@ struct sql_store {
     sqlite3 *db;
     sqlite3_stmt *q[Q_COUNT];
     int64_t data_version; /* last PRAGMA data_version seen by changes() */
+    int notify_fd;        /* change_fd(): inotify on the WAL file, or -1 */
 };
 
 #define DB(st) ((struct sql_store *)(st))
@@ -166,6 +170,7 @@ static int sql_open(const char *path, store **out)
         return DS_E_NOMEM;
     s->base.ops = &store_sqlite_ops;
     s->data_version = -1;
+    s->notify_fd = -1;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(*path ? path : "datasphere.db", &s->db, flags, NULL);
     if (rc == SQLITE_OK) {
@@ -193,6 +198,8 @@ static int sql_open(const char *path, store **out)
 static void sql_close(store *st)
 {
     struct sql_store *s = DB(st);
+    if (s->notify_fd >= 0)
+        close(s->notify_fd);
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(s->q[i]);
     sqlite3_close(s->db);
@@ -635,6 +642,26 @@ static int sql_changes(store *st, int64_t *cursor, store_change_fn fn, void *arg
     return 0;
 }
 
+/* Every commit, by any process, writes the -wal file: IN_MODIFY on it is the
+ * notification that another connection may have committed. */
+static int sql_change_fd(store *st)
+{
+    struct sql_store *s = DB(st);
+    if (s->notify_fd >= 0)
+        return s->notify_fd;
+    const char *db = sqlite3_db_filename(s->db, "main");
+    char wal[4096];
+    if (!db || !*db || snprintf(wal, sizeof wal, "%s-wal", db) >= (int)sizeof wal)
+        return -1;
+    s->notify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (s->notify_fd >= 0 && inotify_add_watch(s->notify_fd, wal, IN_MODIFY) < 0) {
+        log_warn("sqlite: cannot watch %s (%m); looking for changes every few ms instead", wal);
+        close(s->notify_fd);
+        s->notify_fd = -1;
+    }
+    return s->notify_fd;
+}
+
 static int sql_counts(store *st, int64_t counts[JOB_N_STATES])
 {
     struct sql_store *s = DB(st);
@@ -670,4 +697,5 @@ const struct store_ops store_sqlite_ops = {
     .events = sql_events,
     .changes = sql_changes,
     .counts = sql_counts,
+    .change_fd = sql_change_fd,
 };

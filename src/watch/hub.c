@@ -3,9 +3,11 @@
  * DESIGN
  * One thread per process runs its own event loop with its own store handle.
  * It asks store_changes() for what was committed since its cursor whenever a
- * local writer kicks it (event_active from any thread) and, for SQLite, every
- * change_poll_ms (one PRAGMA data_version, microseconds, and a read of the
- * new event rows only when it moved). A backend that pushes changes (Redis
+ * local writer kicks it (event_active from any thread) and, for SQLite, when
+ * the store's change descriptor fires (inotify on the WAL file: another
+ * process committed); then one PRAGMA data_version, and a read of the new
+ * event rows only if it moved. Without such a descriptor it looks every
+ * change_poll_ms; with one, once a second as a safety net. A backend that pushes changes (Redis
  * pub/sub) instead gets a listener thread blocked in store_listen() on a
  * handle of its own; every change, local or not, then arrives that way. For
  * each changed job it activates the event of every watch on that job; the
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store/store.h"
 #include "util/log.h"
@@ -44,7 +47,8 @@ struct watch_hub {
     store *listener; /* NULL unless the backend pushes changes */
     pthread_t listen_thread;
     struct event_base *base;
-    struct event *kick, *tick;
+    struct event *kick, *tick, *notify, *recheck;
+    int recheck_us; /* the next recheck's delay; 0: no more for this notification */
     pthread_t thread;
     int64_t cursor;
     pthread_mutex_t mu;
@@ -99,6 +103,37 @@ static void look(evutil_socket_t fd, short what, void *arg)
         log_warn("watch hub: cannot read changes from the store");
 }
 
+/* Looks again after 2, 10 and 50 ms. A commit writes its last WAL frame
+ * (the notification) a moment before it publishes the commit in the
+ * shared-memory index, which inotify cannot see; a writer descheduled in
+ * between makes that moment longer. */
+static void arm_recheck(struct watch_hub *hub)
+{
+    if (!hub->recheck_us)
+        return;
+    struct timeval tv = {0, hub->recheck_us};
+    evtimer_add(hub->recheck, &tv);
+    hub->recheck_us = hub->recheck_us < 50000 ? hub->recheck_us * 5 : 0;
+}
+
+static void recheck(evutil_socket_t fd, short what, void *arg)
+{
+    look(fd, what, arg);
+    arm_recheck(arg);
+}
+
+/* The change descriptor fired: drain it, look now and a few times more. */
+static void notified(evutil_socket_t fd, short what, void *arg)
+{
+    struct watch_hub *hub = arg;
+    char buf[4096];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    look(fd, what, hub);
+    hub->recheck_us = 2000;
+    arm_recheck(hub);
+}
+
 static void *hub_thread(void *arg)
 {
     struct watch_hub *hub = arg;
@@ -134,6 +169,10 @@ static void hub_free(struct watch_hub *hub)
         event_free(hub->kick);
     if (hub->tick)
         event_free(hub->tick);
+    if (hub->notify)
+        event_free(hub->notify);
+    if (hub->recheck)
+        event_free(hub->recheck);
     if (hub->base)
         event_base_free(hub->base);
     store_close(hub->st);
@@ -164,6 +203,13 @@ struct watch_hub *watch_hub_start(const char *store_uri)
     hub->kick = hub->base ? event_new(hub->base, -1, 0, look, hub) : NULL;
     hub->tick = hub->base ? event_new(hub->base, -1, EV_PERSIST, look, hub) : NULL;
     int poll_ms = hub->st ? hub->st->ops->change_poll_ms : 0;
+    int fd = hub->base && poll_ms ? store_change_fd(hub->st) : -1;
+    if (fd >= 0) {
+        hub->notify = event_new(hub->base, fd, EV_READ | EV_PERSIST, notified, hub);
+        hub->recheck = evtimer_new(hub->base, recheck, hub);
+        if (hub->notify && hub->recheck && event_add(hub->notify, NULL) == 0)
+            poll_ms = 1000; /* the safety net */
+    }
     struct timeval tv = {poll_ms / 1000, (poll_ms % 1000) * 1000};
     if (!hub->kick || !hub->tick || (poll_ms && event_add(hub->tick, &tv)) ||
         pthread_create(&hub->thread, NULL, hub_thread, hub)) {
