@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing datasphere needs, and nothing
-# when it is all there already. Debian packages through apt-get; the browser
-# and integration test helpers through npm into tests/node_modules.
+# when it is all there already. Debian packages through apt-get; the npm
+# packages of tests/package.json (none yet) into tests/node_modules.
 #   scripts/deps.sh build   -- what `make` needs
 #   scripts/deps.sh test    -- plus what `make check` needs
 #   scripts/deps.sh bench   -- plus what `make bench` needs
