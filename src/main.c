@@ -76,7 +76,7 @@ static int run(struct app *app, store *st, struct event_base *base)
 {
     const struct config *cfg = app->cfg;
     int lease_ms = cfg->lease_seconds * 1000;
-    struct watch_hub *hub = watch_hub_start(cfg->store);
+    struct watch_hub *hub = watch_hub_start(cfg->store, cfg->role == ROLE_SERVE);
     app->hub = hub;
     struct worker_pool *pool = hub ? worker_pool_start(cfg, hub, cfg->workers) : NULL;
     struct reaper *reaper =

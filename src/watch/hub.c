@@ -182,7 +182,7 @@ static void hub_free(struct watch_hub *hub)
     free(hub);
 }
 
-struct watch_hub *watch_hub_start(const char *store_uri)
+struct watch_hub *watch_hub_start(const char *store_uri, bool watchers)
 {
     struct watch_hub *hub = calloc(1, sizeof *hub);
     if (!hub)
@@ -217,7 +217,8 @@ struct watch_hub *watch_hub_start(const char *store_uri)
         hub_free(hub);
         return NULL;
     }
-    if (start_listener(hub, store_uri)) {
+    bool listen = watchers || !hub->st->ops->claim_waits;
+    if (listen && start_listener(hub, store_uri)) {
         log_error("watch hub: cannot subscribe to the store's changes");
         event_base_loopbreak(hub->base);
         pthread_join(hub->thread, NULL);

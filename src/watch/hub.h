@@ -4,6 +4,8 @@
 #ifndef DS_WATCH_HUB_H
 #define DS_WATCH_HUB_H
 
+#include <stdbool.h>
+
 struct event_base;
 struct watch_hub;
 struct watch;
@@ -13,9 +15,12 @@ typedef void (*watch_fn)(void *arg);
 
 /* Starts the hub thread with its own handle on the store at uri. It learns
  * of other processes' changes as the backend allows: a listener thread where
- * the store pushes them (Redis), else a look every change_poll_ms (SQLite).
+ * the store pushes them (Redis), else from the store's change descriptor or
+ * a look every change_poll_ms (SQLite). With watchers false (no HTTP in this
+ * process) a pushing store is not subscribed to: only idle workers would
+ * care, and such a store's claim waits for work by itself.
  * Returns NULL after logging why. */
-struct watch_hub *watch_hub_start(const char *store_uri);
+struct watch_hub *watch_hub_start(const char *store_uri, bool watchers);
 /* Stops the thread and frees the hub. Every watch must be removed first. */
 void watch_hub_stop(struct watch_hub *hub);
 
