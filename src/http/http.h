@@ -61,18 +61,14 @@ void http_server_stop(struct http_server *srv);
 void *http_loop_data(struct http_loop *loop);
 void http_loop_set_data(struct http_loop *loop, void *data);
 struct event_base *http_loop_base(struct http_loop *loop);
-void *http_loop_app(struct http_loop *loop);
 
 /* --- the request (valid until it is answered or aborted) --- */
 struct http_loop *http_req_loop(struct http_request *req);
 const char *http_req_method(const struct http_request *req);
 const char *http_req_path(const struct http_request *req);
-/* The raw query string without '?', or NULL. */
-const char *http_req_query(const struct http_request *req);
 /* A request header (case-insensitive name), or NULL. */
 const char *http_req_header(const struct http_request *req, const char *name);
 const char *http_req_body(const struct http_request *req, size_t *len /* OUT */);
-const char *http_req_id(const struct http_request *req);
 /* Set by the router: the matched route's name (metrics) and path parameters. */
 void http_req_set_route(struct http_request *req, const char *route_name);
 const char *http_req_route(const struct http_request *req);

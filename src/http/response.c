@@ -98,11 +98,6 @@ const char *http_req_path(const struct http_request *req)
     return req->path;
 }
 
-const char *http_req_query(const struct http_request *req)
-{
-    return req->query;
-}
-
 const char *http_req_header(const struct http_request *req, const char *name)
 {
     for (size_t i = 0; i < req->n_hdr; i++)
@@ -115,11 +110,6 @@ const char *http_req_body(const struct http_request *req, size_t *len)
 {
     *len = req->body_len;
     return req->body ? req->body : "";
-}
-
-const char *http_req_id(const struct http_request *req)
-{
-    return req->id;
 }
 
 void http_req_set_route(struct http_request *req, const char *route_name)

@@ -197,8 +197,3 @@ struct event_base *http_loop_base(struct http_loop *loop)
 {
     return loop->base;
 }
-
-void *http_loop_app(struct http_loop *loop)
-{
-    return loop->srv->cfg.app;
-}
