@@ -20,6 +20,18 @@ static const struct route routes[] = {
     {"GET", "/", client_page, "client"},
 };
 
+_Static_assert(sizeof routes / sizeof routes[0] <= API_MAX_ROUTES, "raise API_MAX_ROUTES");
+
+const char *api_route_label(int index)
+{
+    return index >= 0 && index < api_route_count() ? routes[index].name : "unmatched";
+}
+
+int api_route_count(void)
+{
+    return (int)(sizeof routes / sizeof routes[0]);
+}
+
 void api_dispatch(struct http_request *req)
 {
     struct api_loop *L = api_loop_of(req);
@@ -35,7 +47,7 @@ void api_dispatch(struct http_request *req)
                      http_req_path(req), L->match.allow);
         return;
     }
-    http_req_set_route(req, L->match.route->name);
+    http_req_set_route(req, (int)(L->match.route - routes));
     L->match.route->handler(req);
 }
 

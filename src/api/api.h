@@ -35,6 +35,12 @@ static inline struct api_loop *api_loop_of(struct http_request *req)
     return http_loop_data(http_req_loop(req));
 }
 
+/* The route table's size bound, its length, and a route's metrics label
+ * ("unmatched" for -1). Several routes may share a label. */
+#define API_MAX_ROUTES 32
+const char *api_route_label(int index);
+int api_route_count(void);
+
 /* http_server_config hooks. */
 void api_dispatch(struct http_request *req);
 int api_loop_init(struct http_loop *loop, void *app);

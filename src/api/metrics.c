@@ -9,26 +9,15 @@
 
 #include "api/api.h"
 
-static const char *const route_names[] = {"jobs_create", "jobs_list",   "jobs_get", "jobs_delete",
-                                          "jobs_events", "jobs_cancel", "healthz",  "readyz",
-                                          "metrics",     "client",      "unmatched"};
-#define N_ROUTES (sizeof route_names / sizeof route_names[0])
-
 static const int statuses[] = {200, 202, 204, 304, 400, 404, 405, 408, 409,
                                410, 413, 414, 415, 422, 431, 500, 503};
 #define N_STATUSES (sizeof statuses / sizeof statuses[0])
 
-static atomic_ullong requests[N_ROUTES][N_STATUSES + 1]; /* last column: other statuses */
+/* Row 0: unmatched requests; row i + 1: route i of api.c's table. Last
+ * column: statuses not in the list. */
+static atomic_ullong requests[API_MAX_ROUTES + 1][N_STATUSES + 1];
 static atomic_llong sse_clients;
 static atomic_ullong lease_takeovers;
-
-static size_t route_index(const char *name)
-{
-    for (size_t i = 0; i < N_ROUTES; i++)
-        if (!strcmp(route_names[i], name))
-            return i;
-    return N_ROUTES - 1;
-}
 
 static size_t status_index(int status)
 {
@@ -41,7 +30,7 @@ static size_t status_index(int status)
 void metrics_request(const struct http_request *req)
 {
     atomic_fetch_add_explicit(
-        &requests[route_index(http_req_route(req))][status_index(http_req_status(req))], 1,
+        &requests[http_req_route(req) + 1][status_index(http_req_status(req))], 1,
         memory_order_relaxed);
 }
 
@@ -55,20 +44,35 @@ void metrics_lease_takeovers(int n)
     atomic_fetch_add_explicit(&lease_takeovers, (unsigned long long)n, memory_order_relaxed);
 }
 
+/* Requests with row r's status s, summed over the rows that share r's label
+ * (two paths may serve one route); 0 if an earlier row has the label. */
+static unsigned long long label_total(int r, size_t s)
+{
+    const char *label = api_route_label(r - 1);
+    for (int e = 0; e < r; e++)
+        if (!strcmp(api_route_label(e - 1), label))
+            return 0;
+    unsigned long long n = 0;
+    for (int o = r; o <= api_route_count(); o++)
+        if (!strcmp(api_route_label(o - 1), label))
+            n += atomic_load_explicit(&requests[o][s], memory_order_relaxed);
+    return n;
+}
+
 static void render_requests(struct evbuffer *out)
 {
     evbuffer_add_printf(out, "# HELP datasphere_http_requests_total HTTP requests answered.\n"
                              "# TYPE datasphere_http_requests_total counter\n");
-    for (size_t r = 0; r < N_ROUTES; r++)
+    for (int r = 0; r <= api_route_count(); r++)
         for (size_t s = 0; s <= N_STATUSES; s++) {
-            unsigned long long n = atomic_load_explicit(&requests[r][s], memory_order_relaxed);
+            unsigned long long n = label_total(r, s);
             if (!n)
                 continue;
             char code[8];
             snprintf(code, sizeof code, "%d", s < N_STATUSES ? statuses[s] : 0);
             evbuffer_add_printf(out,
                                 "datasphere_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
-                                route_names[r], s < N_STATUSES ? code : "other", n);
+                                api_route_label(r - 1), s < N_STATUSES ? code : "other", n);
         }
 }
 

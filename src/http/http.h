@@ -69,9 +69,10 @@ const char *http_req_path(const struct http_request *req);
 /* A request header (case-insensitive name), or NULL. */
 const char *http_req_header(const struct http_request *req, const char *name);
 const char *http_req_body(const struct http_request *req, size_t *len /* OUT */);
-/* Set by the router: the matched route's name (metrics) and path parameters. */
-void http_req_set_route(struct http_request *req, const char *route_name);
-const char *http_req_route(const struct http_request *req);
+/* Set by the router: the index of the matched route in its table (metrics);
+ * -1 for a request no route matched. */
+void http_req_set_route(struct http_request *req, int index);
+int http_req_route(const struct http_request *req);
 int http_req_status(const struct http_request *req);
 /* Decoded query parameter into out; 1 found, 0 absent, -1 too long. */
 int http_req_param(const struct http_request *req, const char *name, char *out, size_t cap);

@@ -40,7 +40,7 @@ struct http_request {
     char *body;   /* owned */
     size_t body_len, body_cap;
     char id[96];
-    const char *route;
+    int route; /* the route's index + 1; 0 = unmatched (the calloc'd default) */
     int status;
     int error_status; /* set by parser callbacks: the response to give */
     char error_detail[160];

@@ -112,14 +112,14 @@ const char *http_req_body(const struct http_request *req, size_t *len)
     return req->body ? req->body : "";
 }
 
-void http_req_set_route(struct http_request *req, const char *route_name)
+void http_req_set_route(struct http_request *req, int index)
 {
-    req->route = route_name;
+    req->route = index + 1;
 }
 
-const char *http_req_route(const struct http_request *req)
+int http_req_route(const struct http_request *req)
 {
-    return req->route ? req->route : "unmatched";
+    return req->route - 1;
 }
 
 int http_req_status(const struct http_request *req)

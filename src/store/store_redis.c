@@ -48,9 +48,12 @@
 #include "util/log.h"
 
 /* Field/value pairs of a job hash (HGETALL, or a script's reply from
- * element `from` on) -> the texts the renderer takes; borrowed from r. */
-static void fields_to_text(const redisReply *r, size_t from, const char *id, struct job_text *t)
+ * element `from` on) -> the texts the renderer takes, borrowed from r, and
+ * the last event's seq (not part of the object) into *seq. */
+static void fields_to_text(const redisReply *r, size_t from, const char *id, struct job_text *t,
+                           int64_t *seq /* OUT */)
 {
+    *seq = 0;
     memset(t, 0, sizeof *t);
     t->id = id;
     t->type = "";
@@ -87,16 +90,9 @@ static void fields_to_text(const redisReply *r, size_t from, const char *id, str
             t->error = v;
         else if (!strcmp(k, "id"))
             t->id = v;
+        else if (!strcmp(k, "sq"))
+            *seq = n;
     }
-}
-
-/* The seq field of the pairs (not part of the rendered object). */
-static int64_t seq_of(const redisReply *r, size_t from)
-{
-    for (size_t i = from; i + 1 < r->elements; i += 2)
-        if (!strcmp(r->element[i]->str, "sq"))
-            return strtoll(r->element[i + 1]->str, NULL, 10);
-    return 0;
 }
 
 /* Renders the job whose fields r holds from element `from` on into *out
@@ -106,10 +102,9 @@ static int render_fields(const redisReply *r, size_t from, const char *id, struc
     if (!out)
         return 0;
     struct job_text t;
-    fields_to_text(r, from, id, &t);
+    fields_to_text(r, from, id, &t, &out->event_seq);
     out->json = job_render_text(&t);
     out->version = t.version;
-    out->event_seq = seq_of(r, from);
     out->state = t.state;
     return out->json ? 0 : DS_E_NOMEM;
 }
@@ -264,14 +259,15 @@ static json_t *json_or_null(const char *text)
     return *text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
 }
 
-/* Fills a job from HGETALL's field/value pairs. */
 /* HGETALL's pairs -> a whole job: the rendered fields parsed, plus what
  * only workers need. */
 static void fields_to_job(const redisReply *r, const char *id, struct job *job)
 {
     struct job_text t;
-    fields_to_text(r, 0, id, &t);
-    *job = (struct job){.state = t.state,
+    int64_t seq;
+    fields_to_text(r, 0, id, &t, &seq);
+    *job = (struct job){.event_seq = seq,
+                        .state = t.state,
                         .input = json_or_null(t.input ? t.input : ""),
                         .progress = json_or_null(t.progress ? t.progress : ""),
                         .result = json_or_null(t.result ? t.result : ""),
@@ -288,9 +284,7 @@ static void fields_to_job(const redisReply *r, const char *id, struct job *job)
     snprintf(job->type, sizeof job->type, "%s", t.type);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
-        if (!strcmp(k, "sq"))
-            job->event_seq = strtoll(v, NULL, 10);
-        else if (!strcmp(k, "tk"))
+        if (!strcmp(k, "tk"))
             job->lease_token = strtoull(v, NULL, 10);
         else if (!strcmp(k, "le"))
             job->lease_expires_ms = strtoll(v, NULL, 10);
@@ -543,8 +537,9 @@ static int add_page(struct redis_store *s, const redisReply *ids, const struct s
         redisReply *r = redis_fmt(s, "HGETALL ds:{%s}:job", id);
         int rc = hash_reply(r);
         struct job_text t;
+        int64_t seq;
         if (rc == 0)
-            fields_to_text(r, 0, id, &t);
+            fields_to_text(r, 0, id, &t, &seq);
         bool match = rc == 0 && (!f->type || !strcmp(t.type, f->type));
         if (match && out->n == (size_t)f->limit) { /* one more exists: a next page */
             memcpy(out->next_cursor, last, JOB_ID_SIZE);

@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
-  startServer, stopServer, tempDir, removeDir, createJob, getJob, waitTerminal, readEvents, sleep,
+  startServer, stopServer, tempDir, removeDir, createJob, getJob, waitTerminal, readEvents,
 } from './lib/harness.mjs';
 
 let dir, srv;
@@ -169,7 +169,20 @@ test('list: newest first, filtered, paginated with a cursor', async () => {
 test('readyz, metrics, and the browser page', async () => {
   const ready = await fetch(`${srv.url}/readyz`);
   assert.equal(ready.status, 200);
+  // Two paths serve one route (/jobs/{id} is /v1/jobs/{id}): one series for both.
+  const { json } = await createJob(srv.url, { type: 'sleep', input: { steps: 0, step_ms: 0 } });
+  const count = async () => Number(((await (await fetch(`${srv.url}/metrics`)).text())
+    .match(/datasphere_http_requests_total\{route="jobs_get",status="200"\} (\d+)/) ?? [0, 0])[1]);
+  const before = await count();
+  assert.equal((await fetch(`${srv.url}/jobs/${json.id}`)).status, 200);
+  assert.equal((await fetch(`${srv.url}/v1/jobs/${json.id}`)).status, 200);
+  assert.equal(await count(), before + 2);
+  await fetch(`${srv.url}/nowhere`);
   const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+  const series = metrics.split('\n').filter((l) => l.startsWith('datasphere_http_requests_total{'))
+    .map((l) => l.split(' ')[0]);
+  assert.equal(new Set(series).size, series.length, 'no series appears twice');
+  assert.match(metrics, /datasphere_http_requests_total\{route="unmatched",status="404"\} \d+/);
   assert.match(metrics, /datasphere_http_requests_total\{route="jobs_create",status="202"\} \d+/);
   assert.match(metrics, /datasphere_jobs\{status="succeeded"\} \d+/);
   assert.match(metrics, /datasphere_queue_depth \d+/);
@@ -186,5 +199,4 @@ test('an id this deployment never issued is 404, not 410', async () => {
   const forged = json.id.slice(0, -1) + (json.id.endsWith('a') ? 'b' : 'a');
   const r = await getJob(srv.url, forged);
   assert.equal(r.res.status, 404);
-  await sleep(1);
 });
