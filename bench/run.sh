@@ -84,7 +84,9 @@ redis)
     ;;
 esac
 PORT=$(free_port)
-DS_PID=$(start_ds bench "$PORT" "$STORE" 2)
+# 4 worker threads: each waits on one store round trip per job, so two
+# would leave the store idle between them.
+DS_PID=$(start_ds bench "$PORT" "$STORE" 4)
 URL=http://127.0.0.1:$PORT
 ID=$(curl -s -XPOST "$URL/v1/jobs" -H 'Content-Type: application/json' \
     -d '{"type":"sleep","input":{"steps":0,"step_ms":0}}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
@@ -125,7 +127,7 @@ printf '  %-44s %10s req/s\n' "nginx fixed JSON (ceiling)" "$NGINX"
 printf '  %-44s %10s req/s  %sx nginx\n' "GET /v1/jobs/{id}" "$GET" "$(ratio "$GET")"
 printf '  %-44s %10s req/s  %sx nginx\n' "GET /v1/jobs/{id} If-None-Match -> 304" "$REVAL" "$(ratio "$REVAL")"
 printf '  %-44s %10s req/s  %sx nginx\n' "POST /v1/jobs (API only)" "$POST" "$(ratio "$POST")"
-printf '  %-44s %10s jobs/s (%s jobs)\n' "sleep 0-step jobs end to end, 2 workers" "$E2E" "$((DONE - 1))"
+printf '  %-44s %10s jobs/s (%s jobs)\n' "sleep 0-step jobs end to end, 4 workers" "$E2E" "$((DONE - 1))"
 node -e '
 const r = require(process.argv[1]);
 const f = (x) => x.toFixed(2);

@@ -147,34 +147,88 @@ static void body_hash(json_t *root, char hex[65])
     free(canon);
 }
 
-static void store_new_job(struct http_request *req, json_t *root, const struct job_type *t,
-                          json_t *input, long ttl, long max_attempts, const char *idem_key)
+/* Answers a create from the store's outcome; doc is the new job (rc 0) or
+ * the one an idempotent replay names (DS_E_EXISTS). */
+static void answer_create(struct http_request *req, int rc, const struct store_doc *doc,
+                          const char *id, const char *idem_key)
 {
-    struct api_loop *L = api_loop_of(req);
-    int64_t now_us = clock_now_us(), now = now_us / 1000;
-    char id[JOB_ID_SIZE], hash[65];
-    job_id_new(L->app->id_key, now_us, id);
-    body_hash(root, hash);
-    struct job job;
-    struct job_events ev = {0};
-    struct store_doc doc = {0};
-    struct store_idem idem = {idem_key, hash, now + IDEM_TTL_MS};
-    int rc = job_init(&job, id, t->name, input, ttl, (int)max_attempts, now, &ev);
-    if (!rc)
-        rc = store_create(L->st, &job, &ev, &idem, &doc);
     if (rc == 0) {
-        watch_hub_kick(L->app->hub);
+        watch_hub_kick(api_loop_of(req)->app->hub);
         http_add_header(req, "Location", "/v1/jobs/%s", id);
-        send_doc(req, 202, &doc);
+        send_doc(req, 202, doc);
     } else if (rc == DS_E_EXISTS) {
         /* job_render() writes "id" first: {"id":"job_..." */
-        http_add_header(req, "Location", "/v1/jobs/%.*s", JOB_ID_LEN, doc.json + 7);
-        send_doc(req, 200, &doc);
+        http_add_header(req, "Location", "/v1/jobs/%.*s", JOB_ID_LEN, doc->json + 7);
+        send_doc(req, 200, doc);
     } else if (rc == DS_E_IDEM_MISMATCH) {
         http_problem(req, 422, "Idempotency-Key '%s' was already used with a different body",
                      idem_key);
     } else {
         api_store_error(req, rc, id);
+    }
+}
+
+/* A create in flight on the loop's store connection. */
+struct pending_create {
+    struct http_request *req; /* NULL once the client went away */
+    char id[JOB_ID_SIZE];
+    char idem_key[256];
+};
+
+static void create_hook(struct http_request *req, enum http_hook_event ev, void *arg)
+{
+    struct pending_create *pc = arg;
+    (void)req;
+    if (ev == HTTP_HOOK_ABORT)
+        pc->req = NULL; /* the store's callback frees pc */
+}
+
+static void created(int rc, const struct store_doc *doc, void *arg)
+{
+    struct pending_create *pc = arg;
+    if (pc->req)
+        answer_create(pc->req, rc, doc, pc->id, pc->idem_key);
+    free(pc);
+}
+
+/* Sends the create on the loop's store connection; 0 if it did (the
+ * request is parked until the answer). */
+static int create_async(struct http_request *req, const struct job *job,
+                        const struct job_events *ev, const struct store_idem *idem)
+{
+    struct pending_create *pc = malloc(sizeof *pc);
+    if (!pc)
+        return -1;
+    *pc = (struct pending_create){.req = req};
+    snprintf(pc->id, sizeof pc->id, "%s", job->id);
+    snprintf(pc->idem_key, sizeof pc->idem_key, "%s", idem->key ? idem->key : "");
+    if (store_create_async(api_loop_of(req)->st, job, ev, idem, created, pc) != 0) {
+        free(pc);
+        return -1;
+    }
+    http_park(req, create_hook, pc);
+    return 0;
+}
+
+static void store_new_job(struct http_request *req, json_t *root, const struct job_type *t,
+                          json_t *input, long ttl, long max_attempts, const char *idem_key)
+{
+    struct api_loop *L = api_loop_of(req);
+    int64_t now_us = clock_now_us(), now = now_us / 1000;
+    char id[JOB_ID_SIZE], hash[65] = "";
+    job_id_new(L->app->id_key, now_us, id);
+    if (idem_key)
+        body_hash(root, hash);
+    struct job job;
+    struct job_events ev = {0};
+    struct store_doc doc = {0};
+    struct store_idem idem = {idem_key, hash, now + IDEM_TTL_MS};
+    int rc = job_init(&job, id, t->name, input, ttl, (int)max_attempts, now, &ev);
+    if (rc) {
+        api_store_error(req, rc, id);
+    } else if (create_async(req, &job, &ev, &idem) != 0) {
+        rc = store_create(L->st, &job, &ev, &idem, &doc);
+        answer_create(req, rc, &doc, id, idem_key);
     }
     store_doc_clear(&doc);
     job_events_clear(&ev);

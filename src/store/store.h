@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "job/job.h"
+#include "util/err.h"
 
 typedef struct store store;
 
@@ -78,6 +79,10 @@ struct store_ops {
     int (*apply)(store *st, const char *id, const struct job_op *op, int64_t now_ms,
                  struct store_doc *out);
     int (*claim)(store *st, const struct job_op *op, int64_t now_ms, struct job *out);
+    /* Optional: apply() then claim() in one round trip (see store_finish_claim). */
+    int (*finish_claim)(store *st, const char *id, const struct job_op *op,
+                        const struct job_op *claim, int64_t now_ms, struct job *next,
+                        int *claim_rc);
     int (*requeue_expired)(store *st, int64_t now_ms, int64_t lease_ms, int *requeued, int *failed);
     int (*expire)(store *st, int64_t now_ms, int *removed);
     int (*remove)(store *st, const char *id);
@@ -86,8 +91,9 @@ struct store_ops {
                   int64_t *first_kept);
     int (*changes)(store *st, int64_t *cursor, store_change_fn fn, void *arg);
     int (*counts)(store *st, int64_t counts[JOB_N_STATES]);
-    /* Optional: blocks delivering every change by any process to fn until
-     * store_unlisten() is called from another thread. */
+    /* Optional: blocks delivering every change by any process to a job to fn
+     * (creates need not be: nothing waits on a job before its id is known)
+     * until store_unlisten() is called from another thread. */
     int (*listen)(store *st, store_change_fn fn, void *arg);
     void (*unlisten)(store *st);
     /* Optional: reads that complete on an event loop, pipelined with the
@@ -97,6 +103,8 @@ struct store_ops {
      * another process may have committed, or -1. */
     int (*change_fd)(store *st);
     int (*get_async)(store *st, const char *id, bool peek, store_read_fn fn, void *arg);
+    int (*create_async)(store *st, const struct job *job, const struct job_events *ev,
+                        const struct store_idem *idem, store_read_fn fn, void *arg);
 };
 
 /* Every backend's handle begins with this. */
@@ -175,6 +183,21 @@ static inline int store_claim(store *st, const struct job_op *op, int64_t now_ms
     return st->ops->claim(st, op, now_ms, out);
 }
 
+/* A worker's last write to a job (op, under its lease) and, in the same round
+ * trip where the backend can, the claim of its next job under claim->token.
+ * Returns what store_apply() would. *claim_rc is what store_claim() would
+ * (0 and *next filled), or DS_E_EMPTY when nothing was claimed: then the
+ * caller claims the usual way. */
+static inline int store_finish_claim(store *st, const char *id, const struct job_op *op,
+                                     const struct job_op *claim, int64_t now_ms, struct job *next,
+                                     int *claim_rc)
+{
+    if (st->ops->finish_claim)
+        return st->ops->finish_claim(st, id, op, claim, now_ms, next, claim_rc);
+    *claim_rc = DS_E_EMPTY;
+    return st->ops->apply(st, id, op, now_ms, NULL);
+}
+
 /* Requeues running jobs whose lease expired, or fails those out of attempts.
  * lease_ms is the configured lease (a backend may use it to find candidates). */
 static inline int store_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *requeued,
@@ -248,6 +271,17 @@ static inline int store_attach(store *st, struct event_base *base)
 static inline int store_get_async(store *st, const char *id, bool peek, store_read_fn fn, void *arg)
 {
     return st->ops->get_async ? st->ops->get_async(st, id, peek, fn, arg) : DS_STORE_NO_ASYNC;
+}
+
+/* store_create() completing on the attached loop: fn gets what store_create()
+ * returns and the doc it would fill (the new job, or the existing one for
+ * DS_E_EXISTS). Returns 0 when fn will be called, or DS_STORE_NO_ASYNC when
+ * the caller must create synchronously instead. */
+static inline int store_create_async(store *st, const struct job *job, const struct job_events *ev,
+                                     const struct store_idem *idem, store_read_fn fn, void *arg)
+{
+    return st->ops->create_async ? st->ops->create_async(st, job, ev, idem, fn, arg)
+                                 : DS_STORE_NO_ASYNC;
 }
 
 /* A descriptor to wait on for other processes' commits (drain it with

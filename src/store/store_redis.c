@@ -173,10 +173,11 @@ static char *json_text(const json_t *v)
     return v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("");
 }
 
-static int rd_create(store *st, const struct job *job, const struct job_events *ev,
-                     const struct store_idem *idem, struct store_doc *out)
+/* The create script's command for job, formatted (the caller frees it
+ * with redisFreeCommand()); NULL when out of memory. */
+static char *create_command(const struct redis_store *s, const struct job *job,
+                            const struct job_events *ev, const struct store_idem *idem, size_t *len)
 {
-    struct redis_store *s = R(st);
     char ttl[24], ma[24], now[24], idem_ms[24], idem_key[80] = "ds:idem:none";
     char *input = json_text(job->input);
     snprintf(ttl, sizeof ttl, "%lld", (long long)job->ttl_s);
@@ -201,14 +202,37 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
                           "",
                           keyed ? idem->body_hash : "",
                           idem_ms};
-    redisReply *r = redis_run(s, S_CREATE, job->id, idem_key, 10, args, NULL);
+    char *cmd = input ? redis_format_script(s, S_CREATE, job->id, idem_key, 10, args, len) : NULL;
+    free(input);
+    return cmd;
+}
+
+/* The create script's reply -> rc; *out is the existing job for DS_E_EXISTS
+ * (0: the caller has the new one). */
+static int create_outcome(const redisReply *r, const char *id, struct store_doc *out)
+{
     int rc = redis_reply_rc(r);
-    if (rc == 0 || rc == DS_E_EXISTS) {
-        int drc = render_fields(r, 1, job->id, out);
+    if (rc == DS_E_EXISTS) {
+        int drc = render_fields(r, 1, id, out);
         rc = drc ? drc : rc;
     }
+    return rc;
+}
+
+static int rd_create(store *st, const struct job *job, const struct job_events *ev,
+                     const struct store_idem *idem, struct store_doc *out)
+{
+    struct redis_store *s = R(st);
+    size_t len;
+    char *cmd = create_command(s, job, ev, idem, &len);
+    if (!cmd)
+        return DS_E_NOMEM;
+    redisReply *r = redis_run_formatted(s, cmd, len);
+    int rc = create_outcome(r, job->id, out);
+    if (rc == 0 && out)
+        rc = store_doc_from_job(out, job);
     freeReplyObject(r);
-    free(input);
+    redisFreeCommand(cmd);
     return rc;
 }
 
@@ -316,24 +340,25 @@ static const char *op_name(enum job_op_kind k)
     return k < sizeof names / sizeof names[0] && names[k] ? names[k] : NULL;
 }
 
-static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t now_ms,
-                    struct store_doc *out)
+/* Runs the apply script for op on job id; with claim, also claims the next
+ * queued job under claim->token in the same call (the reply is then
+ * {apply's reply, claim's reply}). The caller frees the reply. */
+static redisReply *run_apply(struct redis_store *s, const char *id, const struct job_op *op,
+                             int64_t now_ms, bool want_doc, const struct job_op *claim)
 {
-    struct redis_store *s = R(st);
-    const char *name = op_name(op->kind);
-    if (!name)
-        return DS_E_INVALID;
-    char token[24], lease[24], now[24];
+    char token[24], lease[24], now[24], next[24] = "";
     snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
     snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    if (claim)
+        snprintf(next, sizeof next, "%llu", (unsigned long long)claim->token);
     char *payload = json_text(op->payload);
     json_t *err = op->kind == JOB_OP_FAIL ? json_pack("{s:s, s:s}", "code", op->code, "message",
                                                       op->message ? op->message : op->code)
                                           : NULL;
     char *error = json_text(err);
     bool cancelled = op->kind == JOB_OP_FAIL && !strcmp(op->code, "cancelled");
-    const char *args[] = {name,
+    const char *args[] = {op_name(op->kind),
                           id,
                           token,
                           lease,
@@ -341,15 +366,52 @@ static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t 
                           payload ? payload : "",
                           error ? error : "",
                           cancelled ? "1" : "0",
-                          s->consumer};
-    redisReply *r = redis_run(s, S_APPLY, id, NULL, 9, args, NULL);
+                          s->consumer,
+                          want_doc ? "1" : "0",
+                          next};
+    redisReply *r = redis_run(s, S_APPLY, id, NULL, 11, args);
+    free(payload);
+    free(error);
+    json_decref(err);
+    return r;
+}
+
+static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t now_ms,
+                    struct store_doc *out)
+{
+    if (!op_name(op->kind))
+        return DS_E_INVALID;
+    redisReply *r = run_apply(R(st), id, op, now_ms, out != NULL, NULL);
     int rc = redis_reply_rc(r);
     if (!rc)
         rc = render_fields(r, 1, id, out);
     freeReplyObject(r);
-    free(payload);
-    free(error);
-    json_decref(err);
+    return rc;
+}
+
+static int claim_reply(const redisReply *r, const struct job_op *op, struct job *out);
+
+/* The worker's last write and its next claim in one round trip. */
+static int rd_finish_claim(store *st, const char *id, const struct job_op *op,
+                           const struct job_op *claim, int64_t now_ms, struct job *next,
+                           int *claim_rc)
+{
+    struct redis_store *s = R(st);
+    *claim_rc = DS_E_EMPTY;
+    if (!op_name(op->kind))
+        return DS_E_INVALID;
+    if (s->recheck_pending) /* rd_claim() must look at this consumer's entries first */
+        return rd_apply(st, id, op, now_ms, NULL);
+    redisReply *r = run_apply(s, id, op, now_ms, false, claim);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        int rc = redis_reply_rc(r);
+        freeReplyObject(r);
+        s->recheck_pending = rc == DS_E_UNAVAILABLE; /* a claim may have happened */
+        return rc ? rc : DS_E_IO;
+    }
+    int rc = redis_reply_rc(r->element[0]);
+    *claim_rc = claim_reply(r->element[1], claim, next);
+    freeReplyObject(r);
     return rc;
 }
 
@@ -406,7 +468,7 @@ static int claim_next(struct redis_store *s, const struct job_op *op, int64_t no
     snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {s->consumer, token, lease, now};
-    redisReply *r = redis_run(s, S_CLAIM_NEXT, "-", NULL, 4, args, NULL);
+    redisReply *r = redis_run(s, S_CLAIM_NEXT, "-", NULL, 4, args);
     int rc = claim_reply(r, op, out);
     freeReplyObject(r);
     return rc;
@@ -422,7 +484,7 @@ static int claim_entry(struct redis_store *s, const char *qid, const char *id,
     snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {id, qid, token, lease, now};
-    redisReply *r = redis_run(s, S_CLAIM, id, NULL, 5, args, NULL);
+    redisReply *r = redis_run(s, S_CLAIM, id, NULL, 5, args);
     int rc = claim_reply(r, op, out);
     freeReplyObject(r);
     return rc;
@@ -492,7 +554,7 @@ static int rd_requeue_expired(store *st, int64_t now_ms, int64_t lease_ms, int *
             continue; /* an entry deleted meanwhile */
         const char *id = e->element[1]->element[1]->str;
         const char *args[] = {id, e->element[0]->str, now};
-        redisReply *q = redis_run(s, S_REQUEUE, id, NULL, 3, args, NULL);
+        redisReply *q = redis_run(s, S_REQUEUE, id, NULL, 3, args);
         const char *code = redis_code(q);
         if (!strcmp(code, "requeued"))
             ++*requeued;
@@ -511,7 +573,7 @@ static int rd_expire(store *st, int64_t now_ms, int *removed)
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {now, "1000"};
-    redisReply *r = redis_run(R(st), S_EXPIRE, "-", NULL, 2, args, NULL);
+    redisReply *r = redis_run(R(st), S_EXPIRE, "-", NULL, 2, args);
     int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_INTEGER ? 0 : redis_reply_rc(r);
     *removed = rc ? 0 : (int)r->integer;
     freeReplyObject(r);
@@ -521,7 +583,7 @@ static int rd_expire(store *st, int64_t now_ms, int *removed)
 static int rd_remove(store *st, const char *id)
 {
     const char *args[] = {id};
-    redisReply *r = redis_run(R(st), S_REMOVE, id, NULL, 1, args, NULL);
+    redisReply *r = redis_run(R(st), S_REMOVE, id, NULL, 1, args);
     int rc = redis_reply_rc(r);
     freeReplyObject(r);
     return rc;
@@ -785,7 +847,7 @@ static void async_reply(redisAsyncContext *ac, void *reply, void *privdata)
     struct store_doc doc = {.json = ""};
     int rc;
     (void)ac;
-    if (!reply)
+    if (!reply || redis_loading(reply))
         rc = read_sync(a, &doc);
     else if (a->peek)
         rc = peek_reply(reply, &doc.version, &doc.state);
@@ -819,6 +881,55 @@ static int rd_get_async(store *st, const char *id, bool peek, store_read_fn fn, 
     return 0;
 }
 
+/* A create sent on the loop's connection. The command is kept: if that
+ * connection breaks before the answer, it is sent again synchronously (the
+ * script is idempotent for exactly this). */
+struct async_create {
+    struct redis_store *s;
+    store_read_fn fn;
+    void *arg;
+    char *cmd; /* owned (redisFreeCommand) */
+    size_t len;
+    struct store_doc doc; /* owned: the new job, rendered before it is sent */
+    char id[JOB_ID_SIZE];
+};
+
+static void async_created(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct async_create *a = privdata;
+    redisReply *own = NULL, *r = reply;
+    (void)ac;
+    if (!r || redis_noscript(r) || redis_loading(r)) /* the synchronous path copes */
+        r = own = a->s->closing ? NULL : redis_run_formatted(a->s, a->cmd, a->len);
+    struct store_doc existing = {0};
+    int rc = create_outcome(r, a->id, &existing);
+    a->fn(rc, rc == 0 ? &a->doc : rc == DS_E_EXISTS ? &existing : NULL, a->arg);
+    store_doc_clear(&existing);
+    freeReplyObject(own);
+    store_doc_clear(&a->doc);
+    redisFreeCommand(a->cmd);
+    free(a);
+}
+
+static int rd_create_async(store *st, const struct job *job, const struct job_events *ev,
+                           const struct store_idem *idem, store_read_fn fn, void *arg)
+{
+    struct redis_store *s = R(st);
+    struct async_create *a = async_ensure(s) ? NULL : calloc(1, sizeof *a);
+    if (!a)
+        return DS_STORE_NO_ASYNC;
+    *a = (struct async_create){.s = s, .fn = fn, .arg = arg};
+    snprintf(a->id, sizeof a->id, "%s", job->id);
+    a->cmd = create_command(s, job, ev, idem, &a->len);
+    if (a->cmd && store_doc_from_job(&a->doc, job) == 0 &&
+        redisAsyncFormattedCommand(s->ac, async_created, a, a->cmd, a->len) == REDIS_OK)
+        return 0;
+    store_doc_clear(&a->doc);
+    redisFreeCommand(a->cmd);
+    free(a);
+    return DS_STORE_NO_ASYNC;
+}
+
 const struct store_ops store_redis_ops = {
     .scheme = "redis://",
     .change_poll_ms = 0,
@@ -832,6 +943,7 @@ const struct store_ops store_redis_ops = {
     .peek = rd_peek,
     .load = rd_load,
     .apply = rd_apply,
+    .finish_claim = rd_finish_claim,
     .claim = rd_claim,
     .requeue_expired = rd_requeue_expired,
     .expire = rd_expire,
@@ -844,4 +956,5 @@ const struct store_ops store_redis_ops = {
     .unlisten = rd_unlisten,
     .attach = rd_attach,
     .get_async = rd_get_async,
+    .create_async = rd_create_async,
 };

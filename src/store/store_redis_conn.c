@@ -124,6 +124,21 @@ int redis_ensure(struct redis_store *s)
     return 0;
 }
 
+bool redis_loading(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "LOADING", 7);
+}
+
+/* A reply, or NULL (unavailable) for one that says Redis is still loading
+ * its data after a restart: not an answer, only a reason to wait. */
+static redisReply *answer(redisReply *r)
+{
+    if (!redis_loading(r))
+        return r;
+    freeReplyObject(r);
+    return NULL;
+}
+
 /* Runs a command given as argv; NULL when Redis is unavailable. A command
  * that fails on a connection made earlier is tried once more on a new one:
  * after a Redis restart every idle connection is stale, and that is no reason
@@ -136,7 +151,7 @@ redisReply *redis_cmd(struct redis_store *s, int argc, const char **argv, const 
             return NULL;
         redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
         if (r)
-            return r;
+            return answer(r);
         redis_drop(s, s->c->errstr);
         if (fresh)
             return NULL;
@@ -145,10 +160,45 @@ redisReply *redis_cmd(struct redis_store *s, int argc, const char **argv, const 
     return NULL;
 }
 
-/* EVALSHA of a script with the five common keys (plus extra), reloading the
- * scripts once if Redis lost them (a restart). */
-redisReply *redis_run(struct redis_store *s, enum script which, const char *id,
-                      const char *extra_key, int nargs, const char **args, const size_t *alens)
+/* Sends a command formatted by hiredis, retried like redis_cmd(). */
+static redisReply *send_formatted(struct redis_store *s, const char *cmd, size_t len)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool fresh = !s->c;
+        if (redis_ensure(s))
+            return NULL;
+        void *r = NULL;
+        if (redisAppendFormattedCommand(s->c, cmd, len) == REDIS_OK &&
+            redisGetReply(s->c, &r) == REDIS_OK)
+            return answer(r);
+        redis_drop(s, s->c->errstr);
+        if (fresh)
+            return NULL;
+        s->retry_at = 0;
+    }
+    return NULL;
+}
+
+redisReply *redis_run_formatted(struct redis_store *s, const char *cmd, size_t len)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        redisReply *r = send_formatted(s, cmd, len);
+        if (!redis_noscript(r))
+            return r;
+        freeReplyObject(r);
+        if (load_scripts(s))
+            return NULL;
+    }
+    return NULL;
+}
+
+bool redis_noscript(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8);
+}
+
+char *redis_format_script(const struct redis_store *s, enum script which, const char *id,
+                          const char *extra_key, int nargs, const char **args, size_t *len)
 {
     char job[80], events[80];
     snprintf(job, sizeof job, "ds:{%s}:job", id);
@@ -156,26 +206,25 @@ redisReply *redis_run(struct redis_store *s, enum script which, const char *id,
     const char *argv[24] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5",
                             job,       events,        "ds:queue",
                             "ds:jobs", "ds:expiry"};
-    size_t lens[24];
     int argc = 8;
     if (extra_key)
         argv[argc++] = extra_key;
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    for (int i = 0; i < nargs; i++, argc++) {
-        argv[argc] = args[i];
-        lens[argc] = alens ? alens[i] : strlen(args[i]);
-    }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        argv[1] = s->sha[which];
-        redisReply *r = redis_cmd(s, argc, argv, lens);
-        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8))
-            return r;
-        freeReplyObject(r);
-        if (load_scripts(s))
-            return NULL;
-    }
-    return NULL;
+    for (int i = 0; i < nargs && argc < 24; i++)
+        argv[argc++] = args[i];
+    char *cmd = NULL;
+    long long n = redisFormatCommandArgv(&cmd, argc, argv, NULL);
+    *len = n > 0 ? (size_t)n : 0;
+    return n > 0 ? cmd : NULL;
+}
+
+redisReply *redis_run(struct redis_store *s, enum script which, const char *id,
+                      const char *extra_key, int nargs, const char **args)
+{
+    size_t len;
+    char *cmd = redis_format_script(s, which, id, extra_key, nargs, args, &len);
+    redisReply *r = cmd ? redis_run_formatted(s, cmd, len) : NULL;
+    redisFreeCommand(cmd);
+    return r;
 }
 
 /* The first element of a script's array reply, or "" */
@@ -248,8 +297,10 @@ redisReply *redis_fmt(struct redis_store *s, const char *format, ...)
         va_copy(again, ap);
         r = redisvCommand(s->c, format, again);
         va_end(again);
-        if (r)
+        if (r) {
+            r = answer(r);
             break;
+        }
         redis_drop(s, s->c->errstr);
         if (fresh)
             break;

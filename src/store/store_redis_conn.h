@@ -49,9 +49,25 @@ redisReply *redis_cmd(struct redis_store *s, int argc, const char **argv, const 
 redisReply *redis_fmt(struct redis_store *s, const char *format, ...);
 
 /* EVALSHA of a script on the job id's keys (plus extra_key), with nargs
- * arguments (alens NULL: C strings). The reply, or NULL when unavailable. */
+ * C-string arguments. The reply, or NULL when unavailable. */
 redisReply *redis_run(struct redis_store *s, enum script which, const char *id,
-                      const char *extra_key, int nargs, const char **args, const size_t *alens);
+                      const char *extra_key, int nargs, const char **args);
+
+/* The same command, formatted for sending later (or on another
+ * connection); the caller frees it with redisFreeCommand(). NULL: no memory. */
+char *redis_format_script(const struct redis_store *s, enum script which, const char *id,
+                          const char *extra_key, int nargs, const char **args, size_t *len);
+
+/* Runs a command from redis_format_script() on the synchronous connection,
+ * reconnecting and reloading the scripts as needed. NULL when unavailable. */
+redisReply *redis_run_formatted(struct redis_store *s, const char *cmd, size_t len);
+
+/* Whether r says Redis is loading its data (it restarted); the synchronous
+ * calls answer NULL (unavailable) for such a reply. */
+bool redis_loading(const redisReply *r);
+
+/* Whether r says Redis lost the scripts (it restarted). */
+bool redis_noscript(const redisReply *r);
 
 /* The first element of a script's array reply, or "". */
 const char *redis_code(const redisReply *r);

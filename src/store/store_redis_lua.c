@@ -30,40 +30,54 @@ const char redis_lua_prelude[] =
     "local NAMES = {[0]='queued', [1]='running', [2]='succeeded', [3]='failed', [4]='cancelled'}\n"
     /* K: the keys of the job at hand; claim_next learns them from the queue. */
     "local K = {job = KEYS[1], ev = KEYS[2]}\n"
+    "local STATE = {[0]='ds:state:0', [1]='ds:state:1', [2]='ds:state:2', [3]='ds:state:3',\n"
+    "               [4]='ds:state:4'}\n"
     "local NUM = {st=1, v=1, sq=1, at=1, ma=1, le=1, cx=1, cr=1, sa=1, fi=1, ex=1, ttl=1}\n"
     "local FIELDS = {'st', 'v', 'sq', 'at', 'ma', 'tk', 'le', 'cx', 'cr', 'sa', 'fi', 'ex', 'ttl',\n"
     "                'ty', 'in', 'pr', 'rs', 'er', 'qid'}\n"
-    /* ORIG: the stored values of the job load() read last (empty for a new
-     * one), so save() writes only what changed. */
-    "local ORIG = {}\n"
-    "local function load(key)\n"
-    "  ORIG = {}\n"
-    "  local h = redis.call('HMGET', key, unpack(FIELDS))\n"
+    /* D: an integer as text (tostring() would format it as a float). */
+    "local function D(n) return string.format('%d', n) end\n"
+    /* What a worker's claim and writes read: a field costs time in every
+     * HMGET, and these scripts run for every job. */
+    "local CLAIM = {'st', 'v', 'sq', 'at', 'ma', 'cr', 'ttl', 'ty', 'in', 'qid'}\n"
+    "local WRITE = {'st', 'v', 'sq', 'at', 'tk', 'le', 'cx', 'ttl', 'qid'}\n"
+    /* load(): the job's fields (all, or those named; 'st' first) as a table
+     * that records which are assigned (DIRTY), so save() writes only those;
+     * nil when there is no job. */
+    "local DIRTY = {}\n"
+    "local function load(key, fields)\n"
+    "  fields = fields or FIELDS\n"
+    "  local h = redis.call('HMGET', key, unpack(fields))\n"
     "  if not h[1] then return nil end\n"
-    "  local j = {}\n"
-    "  for i, k in ipairs(FIELDS) do\n"
-    "    if h[i] then j[k] = NUM[k] and tonumber(h[i]) or h[i]; ORIG[k] = h[i] end\n"
+    "  local data = {}\n"
+    "  for i, k in ipairs(fields) do\n"
+    "    if h[i] then data[k] = NUM[k] and tonumber(h[i]) or h[i] end\n"
     "  end\n"
-    "  return j\n"
+    "  DIRTY = {}\n"
+    "  return setmetatable({}, {__index = data,\n"
+    "    __newindex = function(_, k, v) data[k] = v; DIRTY[k] = true end})\n"
     "end\n"
-    "local function save(id, j)\n"
+    "local function save(j)\n"
     "  local args = {}\n"
-    "  for k, v in pairs(j) do\n"
-    "    local text = tostring(v)\n"
-    "    if ORIG[k] ~= text then args[#args + 1] = k; args[#args + 1] = v; ORIG[k] = text end\n"
+    "  for k in pairs(DIRTY) do\n"
+    "    local v = j[k]\n"
+    "    if v ~= nil then\n"
+    "      args[#args + 1] = k; args[#args + 1] = type(v) == 'number' and D(v) or v\n"
+    "    end\n"
     "  end\n"
+    "  DIRTY = {}\n"
     "  if #args > 0 then redis.call('HSET', K.job, unpack(args)) end\n"
     "end\n"
     /* Appends an event whose data is {"job_id","version", <fields>} and publishes it. */
     "local function emit(id, j, name, fields)\n"
     "  j.sq = j.sq + 1\n"
-    "  local data = '{\"job_id\":\"' .. id .. '\",\"version\":' .. j.v .. ',' .. fields .. '}'\n"
-    "  redis.call('RPUSH', K.ev, j.sq .. ' ' .. name .. ' ' .. data)\n"
+    "  local data = '{\"job_id\":\"' .. id .. '\",\"version\":' .. D(j.v) .. ',' .. fields .. '}'\n"
+    "  redis.call('RPUSH', K.ev, D(j.sq) .. ' ' .. name .. ' ' .. data)\n"
     "  if j.sq > 1000 and j.sq % 100 == 0 then redis.call('LTRIM', K.ev, -1000, -1) end\n"
     "  redis.call('PUBLISH', 'ds:changes', id .. ' ' .. name)\n"
     "end\n"
     "local function emit_status(id, j)\n"
-    "  emit(id, j, 'status', '\"status\":\"' .. NAMES[j.st] .. '\",\"attempts\":' .. j.at)\n"
+    "  emit(id, j, 'status', '\"status\":\"' .. NAMES[j.st] .. '\",\"attempts\":' .. D(j.at))\n"
     "end\n"
     "local function unqueue(j)\n"
     "  if j.qid and j.qid ~= '' then\n"
@@ -79,8 +93,8 @@ const char redis_lua_prelude[] =
     /* move(): the transition table T (generated from C) decides. */
     "local function move(id, j, to, now)\n"
     "  if not T[j.st][to] then return false end\n"
-    "  redis.call('ZREM', 'ds:state:' .. j.st, id)\n"
-    "  redis.call('ZADD', 'ds:state:' .. to, 0, id)\n"
+    "  redis.call('ZREM', STATE[j.st], id)\n"
+    "  redis.call('ZADD', STATE[to], 0, id)\n"
     "  j.st = to\n"
     "  j.v = j.v + 1\n"
     "  if to == 1 then j.sa = now end\n"
@@ -95,11 +109,10 @@ const char redis_lua_prelude[] =
      * snapshot first. */
     "  j.sq = j.sq + 1\n"
     "  redis.call('PUBLISH', 'ds:changes', id .. ' ' .. (to == 2 and 'result' or 'error'))\n"
-    "  j.tk, j.le, j.qid = nil, nil, nil\n"
-    "  redis.call('HDEL', K.job, 'tk', 'le', 'qid')\n"
+    "  j.tk, j.le, j.qid = '', 0, ''\n"
     "  redis.call('DEL', K.ev)\n"
-    "  redis.call('ZADD', KEYS[5], j.ex, id)\n"
-    "  redis.call('PEXPIREAT', K.job, j.ex)\n"
+    "  redis.call('ZADD', KEYS[5], D(j.ex), id)\n"
+    "  redis.call('PEXPIREAT', K.job, D(j.ex))\n"
     "  return true\n"
     "end\n"
     /* {code, field, value, ...}: C renders the job object from the fields. */
@@ -107,18 +120,46 @@ const char redis_lua_prelude[] =
     "  if not j then return {code} end\n"
     "  local r = {code}\n"
     "  for _, k in ipairs(FIELDS) do\n"
-    "    if j[k] then r[#r + 1] = k; r[#r + 1] = tostring(j[k]) end\n"
+    "    local v = j[k]\n"
+    "    if v then r[#r + 1] = k; r[#r + 1] = type(v) == 'number' and D(v) or v end\n"
     "  end\n"
     "  return r\n"
+    "end\n"
+    /* Claims the job of the next new queue entry for a worker: {'ok', id,
+     * type, input, attempts, max_attempts, version, seq, created, ttl}, or
+     * {'empty'} when the queue has nothing new. Entries whose job is no
+     * longer queued under them (cancelled, requeued, gone) are dropped. */
+    "local function claim_next(consumer, tk, lease, now)\n"
+    "  for _ = 1, 8 do\n"
+    "    local r = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,\n"
+    "                         'STREAMS', KEYS[3], '>')\n"
+    "    if not r then return {'empty'} end\n"
+    "    local e = r[1][2][1]\n"
+    "    local qid, id = e[1], e[2][2]\n"
+    "    K.job, K.ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
+    "    local j = load(K.job, CLAIM)\n"
+    "    if j and j.st == 0 and j.qid == qid then\n"
+    "      j.tk = tk\n"
+    "      j.le = now + lease\n"
+    "      move(id, j, 1, now)\n"
+    "      save(j)\n"
+    "      return {'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr), D(j.ttl)}\n"
+    "    end\n"
+    "    redis.call('XACK', KEYS[3], 'workers', qid)\n"
+    "    redis.call('XDEL', KEYS[3], qid)\n"
+    "  end\n"
+    "  return {'empty'}\n"
     "end\n";
 
 /* ARGV: id, type, input, ttl, max_attempts, now, first event data, (unused),
- *       idem hash ('' = no key), idem ttl ms. KEYS[6]: the idempotency key. */
+ *       idem hash ('' = no key), idem ttl ms. KEYS[6]: the idempotency key.
+ * {'ok'} (the caller knows the new job), {'exists', fields..., 'id', ID} for
+ * an idempotent replay, {'mismatch'}. No PUBLISH: nothing can be waiting on
+ * a job before its id is known, and workers wait on the queue itself. */
 const char redis_lua_create[] =
     "local id = ARGV[1]\n"
     /* A create retried after a lost reply finds its own job: the same answer. */
-    "local mine = load(KEYS[1])\n"
-    "if mine then return reply('ok', mine) end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return {'ok'} end\n"
     "if ARGV[9] ~= '' then\n"
     "  local prior = redis.call('GET', KEYS[6])\n"
     "  if prior then\n"
@@ -129,78 +170,83 @@ const char redis_lua_create[] =
     "  end\n"
     "  redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. id, 'PX', ARGV[10])\n"
     "end\n"
-    "local now = tonumber(ARGV[6])\n"
-    "local j = {st=0, v=1, sq=1, at=1, ma=tonumber(ARGV[5]), tk='', le=0, cx=0, cr=now, sa=0,\n"
-    "           fi=0, ex=0, ttl=tonumber(ARGV[4]), ty=ARGV[2], ['in']=ARGV[3], pr='', rs='', er=''}\n"
     "redis.call('RPUSH', KEYS[2], '1 status ' .. ARGV[7])\n"
-    "enqueue(id, j)\n"
-    "ORIG = {}\n"
-    "save(id, j)\n"
+    "local qid = redis.call('XADD', KEYS[3], '*', 'id', id)\n"
+    "redis.call('HSET', KEYS[1], 'st', '0', 'v', '1', 'sq', '1', 'at', '1', 'ma', ARGV[5],\n"
+    "           'tk', '', 'le', '0', 'cx', '0', 'cr', ARGV[6], 'sa', '0', 'fi', '0', 'ex', '0',\n"
+    "           'ttl', ARGV[4], 'ty', ARGV[2], 'in', ARGV[3], 'pr', '', 'rs', '', 'er', '',\n"
+    "           'qid', qid)\n"
     "redis.call('ZADD', KEYS[4], 0, id)\n"
-    "redis.call('ZADD', 'ds:state:0', 0, id)\n"
-    "redis.call('PUBLISH', 'ds:changes', id .. ' status')\n"
-    "return reply('ok', j)\n";
+    "redis.call('ZADD', STATE[0], 0, id)\n"
+    "return {'ok'}\n";
 
 /* ARGV: op, id, token, lease_ms, now, payload JSON, error JSON, '1' if the
- * failure is a cancellation, the worker's queue consumer name. */
+ * failure is a cancellation, the worker's queue consumer name, '1' to have
+ * the job's fields in the reply, and a lease token for the next job ('' =
+ * none): then the reply is {this op's reply, claim_next()'s}, the worker's
+ * last write and its next claim in one round trip. */
 const char redis_lua_apply[] =
     "local op, id, tk, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])\n"
-    "local j = load(KEYS[1])\n"
-    "if not j then return {'notfound'} end\n"
-    "if op == 'cancel' then\n"
-    "  if j.st >= 2 then return {'conflict'} end\n"
-    "  if j.st == 1 then\n"
-    "    if j.cx == 0 then j.cx = 1; j.v = j.v + 1; save(id, j) end\n"
-    "    return reply('ok', j)\n"
+    "local function answer(code, j) return ARGV[10] == '1' and reply(code, j) or {code} end\n"
+    "local function run()\n"
+    "  local j = load(KEYS[1], (ARGV[10] == '1' or op == 'cancel') and FIELDS or WRITE)\n"
+    "  if not j then return {'notfound'} end\n"
+    "  if op == 'cancel' then\n"
+    "    if j.st >= 2 then return {'conflict'} end\n"
+    "    if j.st == 1 then\n"
+    "      if j.cx == 0 then j.cx = 1; j.v = j.v + 1; save(j) end\n"
+    "      return answer('ok', j)\n"
+    "    end\n"
+    "    j.er = '{\"code\":\"cancelled\",\"message\":\"cancelled before it started\"}'\n"
+    "    move(id, j, 4, now)\n"
+    "    save(j)\n"
+    "    return answer('ok', j)\n"
     "  end\n"
-    "  j.er = '{\"code\":\"cancelled\",\"message\":\"cancelled before it started\"}'\n"
-    "  move(id, j, 4, now)\n"
-    "  save(id, j)\n"
-    "  return reply('ok', j)\n"
-    "end\n"
-    "if j.st ~= 1 or j.tk ~= tk then return {'lease_lost'} end\n"
-    "if op == 'release' then move(id, j, 0, now); save(id, j); return reply('ok', j) end\n"
-    "if op == 'succeed' then\n"
-    "  j.rs = ARGV[6]\n"
-    "  move(id, j, 2, now)\n"
-    "  save(id, j)\n"
-    "  return reply('ok', j)\n"
-    "end\n"
-    "if op == 'fail' then\n"
-    "  j.er = ARGV[7]\n"
-    "  move(id, j, ARGV[8] == '1' and 4 or 3, now)\n"
-    "  save(id, j)\n"
-    "  return reply('ok', j)\n"
-    "end\n"
-    "if j.cx == 1 then return {'cancelled'} end\n"
-    "j.le = now + tonumber(ARGV[4])\n"
+    "  if j.st ~= 1 or j.tk ~= tk then return {'lease_lost'} end\n"
+    "  if op == 'release' then move(id, j, 0, now); save(j); return answer('ok', j) end\n"
+    "  if op == 'succeed' or op == 'fail' then\n"
+    "    if op == 'succeed' then j.rs = ARGV[6] else j.er = ARGV[7] end\n"
+    "    move(id, j, op == 'succeed' and 2 or ARGV[8] == '1' and 4 or 3, now)\n"
+    "    save(j)\n"
+    "    return answer('ok', j)\n"
+    "  end\n"
+    "  if j.cx == 1 then return {'cancelled'} end\n"
+    "  j.le = now + tonumber(ARGV[4])\n"
     /* Any write by the lease holder keeps its queue entry fresh, so the
      * reaper's XAUTOCLAIM (entries idle for a whole lease) passes it by. */
-    "redis.call('XCLAIM', KEYS[3], 'workers', ARGV[9], 0, j.qid, 'JUSTID')\n"
-    "if op == 'heartbeat' then\n"
-    "  redis.call('HSET', KEYS[1], 'le', j.le)\n"
-    "  return reply('ok', j)\n"
+    "  redis.call('XCLAIM', KEYS[3], 'workers', ARGV[9], 0, j.qid, 'JUSTID')\n"
+    "  if op == 'token' then\n"
+    "    emit(id, j, 'token', string.sub(ARGV[6], 2, -2))\n"
+    "  elseif op == 'progress' then\n"
+    "    j.pr = ARGV[6]\n"
+    "    j.v = j.v + 1\n"
+    "    emit(id, j, 'progress', string.sub(ARGV[6], 2, -2))\n"
+    "  end\n"
+    "  save(j)\n"
+    "  return answer('ok', j)\n"
     "end\n"
-    "if op == 'token' then\n"
-    "  emit(id, j, 'token', string.sub(ARGV[6], 2, -2))\n"
-    "else\n"
-    "  j.pr = ARGV[6]\n"
-    "  j.v = j.v + 1\n"
-    "  emit(id, j, 'progress', string.sub(ARGV[6], 2, -2))\n"
-    "end\n"
-    "save(id, j)\n"
-    "return reply('ok', j)\n";
+    "local r = run()\n"
+    "if ARGV[11] == '' then return r end\n"
+    "return {r, claim_next(ARGV[9], ARGV[11], tonumber(ARGV[4]), now)}\n";
 
-/* The claim's answer: {'ok', id, type, input, attempts, max_attempts,
- * version, seq, created, ttl}. */
-#define CLAIMED                                                                  \
-    "{'ok', id, j.ty, j['in'], tostring(j.at), tostring(j.ma), tostring(j.v),\n" \
-    " tostring(j.sq), tostring(j.cr), tostring(j.ttl)}\n"
+/* ARGV: consumer, token, lease_ms, now. One round trip while there is work. */
+const char redis_lua_claim_next[] =
+    "return claim_next(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))\n";
 
-/* ARGV: id, queue entry id, token, lease_ms, now. */
+/* ARGV: id, queue entry id, token, lease_ms, now. Claims the job of one
+ * queue entry of this worker's (delivered by XREADGROUP BLOCK, or left
+ * pending by a claim whose reply was lost). */
 const char redis_lua_claim[] =
     "local id, qid, now = ARGV[1], ARGV[2], tonumber(ARGV[5])\n"
-    "local j = load(KEYS[1])\n"
+    "local j = load(KEYS[1], CLAIM)\n"
+    /* Running under this very entry: a claim of ours whose reply was lost
+     * (the entry is in our pending list), so the job is ours to run. */
+    "if j and j.st == 1 and j.qid == qid then\n"
+    "  j.tk = ARGV[3]\n"
+    "  j.le = now + tonumber(ARGV[4])\n"
+    "  save(j)\n"
+    "  return {'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr), D(j.ttl)}\n"
+    "end\n"
     "if not j or j.st ~= 0 or j.qid ~= qid then\n"
     "  redis.call('XACK', KEYS[3], 'workers', qid)\n"
     "  redis.call('XDEL', KEYS[3], qid)\n"
@@ -209,33 +255,8 @@ const char redis_lua_claim[] =
     "j.tk = ARGV[3]\n"
     "j.le = now + tonumber(ARGV[4])\n"
     "move(id, j, 1, now)\n"
-    "save(id, j)\n"
-    "return " CLAIMED;
-
-/* ARGV: consumer, token, lease_ms, now. Reads the next queue entry itself and
- * claims its job: one round trip while there is work. {'empty'} when the
- * queue has nothing new. */
-const char redis_lua_claim_next[] =
-    "local consumer, tk, now = ARGV[1], ARGV[2], tonumber(ARGV[4])\n"
-    "for _ = 1, 8 do\n"
-    "  local r = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,\n"
-    "                       'STREAMS', KEYS[3], '>')\n"
-    "  if not r then return {'empty'} end\n"
-    "  local e = r[1][2][1]\n"
-    "  local qid, id = e[1], e[2][2]\n"
-    "  K.job, K.ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
-    "  local j = load(K.job)\n"
-    "  if j and j.st == 0 and j.qid == qid then\n"
-    "    j.tk = tk\n"
-    "    j.le = now + tonumber(ARGV[3])\n"
-    "    move(id, j, 1, now)\n"
-    "    save(id, j)\n"
-    "    return " CLAIMED
-    "  end\n"
-    "  redis.call('XACK', KEYS[3], 'workers', qid)\n"
-    "  redis.call('XDEL', KEYS[3], qid)\n"
-    "end\n"
-    "return {'empty'}\n";
+    "save(j)\n"
+    "return {'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr), D(j.ttl)}\n";
 
 /* ARGV: id, queue entry id, now. A queue entry idle past the lease: its
  * worker is gone. */
@@ -247,18 +268,18 @@ const char redis_lua_requeue[] =
     "  redis.call('XDEL', KEYS[3], qid)\n"
     "  return {'gone'}\n"
     "end\n"
-    "if j.st == 0 then enqueue(id, j); save(id, j); return {'redelivered'} end\n"
+    "if j.st == 0 then enqueue(id, j); save(j); return {'redelivered'} end\n"
     "if j.le > now then return {'alive'} end\n"
     "if j.at >= j.ma then\n"
     "  j.er = '{\"code\":\"worker_lost\",\"message\":"
     "\"the worker running this job stopped and no attempts are left\"}'\n"
     "  move(id, j, 3, now)\n"
-    "  save(id, j)\n"
+    "  save(j)\n"
     "  return {'failed'}\n"
     "end\n"
     "j.at = j.at + 1\n"
     "move(id, j, 0, now)\n"
-    "save(id, j)\n"
+    "save(j)\n"
     "return {'requeued'}\n";
 
 /* ARGV: id. Forgets a finished job. */
@@ -277,7 +298,7 @@ const char redis_lua_remove[] =
 const char redis_lua_expire[] =
     "local ids = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
     "for _, id in ipairs(ids) do\n"
-    "  for st = 2, 4 do redis.call('ZREM', 'ds:state:' .. st, id) end\n"
+    "  for st = 2, 4 do redis.call('ZREM', STATE[st], id) end\n"
     "  redis.call('ZREM', KEYS[4], id)\n"
     "  redis.call('ZREM', KEYS[5], id)\n"
     "  redis.call('DEL', 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events')\n"

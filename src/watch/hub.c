@@ -48,6 +48,7 @@ struct watch_hub {
     pthread_t listen_thread;
     struct event_base *base;
     struct event *kick, *tick, *notify, *recheck;
+    bool pushed;    /* the backend pushes every change: kicks have nothing to find */
     int recheck_us; /* the next recheck's delay; 0: no more for this notification */
     pthread_t thread;
     int64_t cursor;
@@ -217,6 +218,7 @@ struct watch_hub *watch_hub_start(const char *store_uri, bool watchers)
         hub_free(hub);
         return NULL;
     }
+    hub->pushed = hub->st->ops->listen != NULL;
     bool listen = watchers || !hub->st->ops->claim_waits;
     if (listen && start_listener(hub, store_uri)) {
         log_error("watch hub: cannot subscribe to the store's changes");
@@ -244,7 +246,8 @@ void watch_hub_stop(struct watch_hub *hub)
 
 void watch_hub_kick(struct watch_hub *hub)
 {
-    event_active(hub->kick, 0, 0);
+    if (!hub->pushed)
+        event_active(hub->kick, 0, 0);
 }
 
 static void fire(evutil_socket_t fd, short what, void *arg)

@@ -63,11 +63,28 @@ static bool past_drain(struct worker_pool *p)
     return d && clock_mono_ms() >= d;
 }
 
-/* A write under the job's lease. While the store is unavailable it is
- * retried for as long as the lease could still be ours: a short outage of
- * the store does not cost the job its progress. */
+/* A job claimed together with the last write of the one before it. */
+struct next_claim {
+    uint64_t token;
+    int rc; /* 0: job holds it; DS_E_EMPTY: none was claimed */
+    struct job job;
+};
+
+static int write_once(struct job_ctx *ctx, const struct job_op *op, struct next_claim *nc)
+{
+    if (!nc)
+        return store_apply(ctx->w->st, ctx->job->id, op, clock_now_ms(), NULL);
+    struct job_op claim = {.kind = JOB_OP_CLAIM, .token = nc->token, .lease_ms = op->lease_ms};
+    return store_finish_claim(ctx->w->st, ctx->job->id, op, &claim, clock_now_ms(), &nc->job,
+                              &nc->rc);
+}
+
+/* A write under the job's lease (with nc, the last one, which may claim the
+ * next job too). While the store is unavailable it is retried for as long as
+ * the lease could still be ours: a short outage of the store does not cost
+ * the job its progress. */
 static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payload,
-                  const char *code, const char *message)
+                  const char *code, const char *message, struct next_claim *nc)
 {
     struct worker_pool *p = ctx->w->pool;
     struct job_op op = {.kind = kind,
@@ -76,12 +93,12 @@ static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payl
                         .payload = payload,
                         .code = code,
                         .message = message};
-    int rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
+    int rc = write_once(ctx, &op, nc);
     for (int64_t delay = 50; rc == DS_E_UNAVAILABLE; delay = delay < 1000 ? delay * 2 : 1000) {
         if (clock_mono_ms() - ctx->last_write > p->lease_ms)
             return DS_E_LEASE_LOST; /* the reaper may have handed the job on */
         sleep_ms(delay);
-        rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
+        rc = write_once(ctx, &op, nc);
     }
     if (rc == 0) {
         ctx->last_write = clock_mono_ms();
@@ -98,7 +115,7 @@ int job_ctx_progress(struct job_ctx *ctx, const char *stage, int percent, const 
         return DS_E_DRAINING;
     json_t *payload =
         json_pack("{s:s, s:i, s:s}", "stage", stage, "percent", percent, "message", message);
-    int rc = payload ? fenced(ctx, JOB_OP_PROGRESS, payload, NULL, NULL) : DS_E_NOMEM;
+    int rc = payload ? fenced(ctx, JOB_OP_PROGRESS, payload, NULL, NULL, NULL) : DS_E_NOMEM;
     json_decref(payload);
     return rc;
 }
@@ -108,7 +125,7 @@ int job_ctx_token(struct job_ctx *ctx, const char *text)
     if (past_drain(ctx->w->pool))
         return DS_E_DRAINING;
     json_t *payload = json_pack("{s:s}", "text", text);
-    int rc = payload ? fenced(ctx, JOB_OP_TOKEN, payload, NULL, NULL) : DS_E_NOMEM;
+    int rc = payload ? fenced(ctx, JOB_OP_TOKEN, payload, NULL, NULL, NULL) : DS_E_NOMEM;
     json_decref(payload);
     return rc;
 }
@@ -121,7 +138,7 @@ int job_ctx_sleep(struct job_ctx *ctx, int64_t ms)
             return DS_E_DRAINING;
         int64_t now = clock_mono_ms();
         if (now >= ctx->next_beat) {
-            int rc = fenced(ctx, JOB_OP_HEARTBEAT, NULL, NULL, NULL);
+            int rc = fenced(ctx, JOB_OP_HEARTBEAT, NULL, NULL, NULL, NULL);
             if (rc)
                 return rc;
         }
@@ -139,22 +156,24 @@ int job_ctx_attempt(const struct job_ctx *ctx)
     return ctx->job->attempts;
 }
 
-/* Writes the outcome of a run. */
-static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job_failure *fail)
+/* Writes the outcome of a run; a success or failure may claim the next job
+ * in the same round trip (nc). */
+static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job_failure *fail,
+                   struct next_claim *nc)
 {
     int wrc;
     if (rc == 0)
-        wrc = fenced(ctx, JOB_OP_SUCCEED, result, NULL, NULL);
+        wrc = fenced(ctx, JOB_OP_SUCCEED, result, NULL, NULL, nc);
     else if (rc == -1)
-        wrc = fenced(ctx, JOB_OP_FAIL, NULL, fail->code, fail->message);
+        wrc = fenced(ctx, JOB_OP_FAIL, NULL, fail->code, fail->message, nc);
     else if (rc == DS_E_CANCELLED)
-        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "cancelled", "cancelled while running");
+        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "cancelled", "cancelled while running", nc);
     else if (rc == DS_E_DRAINING)
-        wrc = fenced(ctx, JOB_OP_RELEASE, NULL, NULL, NULL);
+        wrc = fenced(ctx, JOB_OP_RELEASE, NULL, NULL, NULL, NULL);
     else if (rc == DS_E_LEASE_LOST)
         wrc = DS_E_LEASE_LOST;
     else
-        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "internal", ds_strerror(rc));
+        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "internal", ds_strerror(rc), nc);
     if (wrc == DS_E_LEASE_LOST)
         log_warn("job %s: lease lost to another worker; this attempt's writes are discarded",
                  ctx->job->id);
@@ -162,7 +181,9 @@ static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job
         log_error("job %s: cannot record its outcome: %s", ctx->job->id, ds_strerror(wrc));
 }
 
-static void run_job(struct worker *w, const struct job *job, uint64_t token)
+/* Runs a claimed job to its end. With nc (not stopping), the last write
+ * also claims the next job when the store can. */
+static void run_job(struct worker *w, const struct job *job, uint64_t token, struct next_claim *nc)
 {
     int64_t now = clock_mono_ms();
     struct job_ctx ctx = {w, job, token, now + w->pool->lease_ms / 3, now};
@@ -176,7 +197,7 @@ static void run_job(struct worker *w, const struct job *job, uint64_t token)
         snprintf(fail.code, sizeof fail.code, "unknown_type");
         snprintf(fail.message, sizeof fail.message, "no worker knows job type '%s'", job->type);
     }
-    finish(&ctx, rc, result, &fail);
+    finish(&ctx, rc, result, &fail, atomic_load(&w->pool->stopping) ? NULL : nc);
     json_decref(result);
 }
 
@@ -198,36 +219,50 @@ static void back_off(int rc, int *last_rc, int64_t *delay_ms)
     *delay_ms = *delay_ms < 1000 ? *delay_ms * 2 : 2000;
 }
 
+/* Claims a job, waiting for one a while: 0, DS_E_EMPTY, or an error after
+ * which it backed off. */
+static int claim(struct worker *w, uint64_t token, struct job *job, int *last_rc, int64_t *delay_ms)
+{
+    struct worker_pool *p = w->pool;
+    struct job_op op = {.kind = JOB_OP_CLAIM, .token = token, .lease_ms = p->lease_ms};
+    int rc = store_claim(w->st, &op, clock_now_ms(), job);
+    if (rc && rc != DS_E_EMPTY) {
+        back_off(rc, last_rc, delay_ms);
+        return rc;
+    }
+    if (*last_rc)
+        log_info("worker: claiming jobs again");
+    *last_rc = 0;
+    *delay_ms = 100;
+    if (rc == DS_E_EMPTY && !w->st->ops->claim_waits)
+        watch_hub_wait_work(p->hub, 1000);
+    return rc;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct worker_pool *p = w->pool;
     int last_rc = 0;
     int64_t delay_ms = 100;
+    struct next_claim nc = {.rc = DS_E_EMPTY};
     while (!atomic_load(&p->stopping)) {
         struct job job;
-        struct job_op op = {.kind = JOB_OP_CLAIM, .token = new_token(), .lease_ms = p->lease_ms};
-        int rc = store_claim(w->st, &op, clock_now_ms(), &job);
-        if (rc == DS_E_EMPTY) {
-            if (last_rc)
-                log_info("worker: claiming jobs again");
-            last_rc = 0;
-            delay_ms = 100;
-            if (!w->st->ops->claim_waits)
-                watch_hub_wait_work(p->hub, 1000);
+        uint64_t token = nc.token;
+        if (nc.rc == 0) { /* claimed with the last write */
+            job = nc.job;
+        } else if (claim(w, token = new_token(), &job, &last_rc, &delay_ms)) {
             continue;
         }
-        if (rc) {
-            back_off(rc, &last_rc, &delay_ms);
-            continue;
-        }
-        if (last_rc)
-            log_info("worker: claiming jobs again");
-        last_rc = 0;
-        delay_ms = 100;
         watch_hub_kick(p->hub);
-        run_job(w, &job, op.token);
+        nc = (struct next_claim){.token = new_token(), .rc = DS_E_EMPTY};
+        run_job(w, &job, token, &nc);
         job_clear(&job);
+    }
+    if (nc.rc == 0) { /* claimed as the pool stopped: hand it back at once */
+        struct job_ctx ctx = {w, &nc.job, nc.token, 0, clock_mono_ms()};
+        fenced(&ctx, JOB_OP_RELEASE, NULL, NULL, NULL, NULL);
+        job_clear(&nc.job);
     }
     return NULL;
 }

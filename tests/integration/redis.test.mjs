@@ -175,7 +175,7 @@ test('Redis down for 5 s under load: 503s, no crash, no accepted job lost, full 
         statuses[res.status] = (statuses[res.status] ?? 0) + 1;
         if (res.status === 202) accepted.push(json.id);
         else {
-          assert.equal(res.status, 503);
+          assert.equal(res.status, 503, JSON.stringify(json));
           assert.equal(json.status, 503);
           assert.equal(res.headers.get('retry-after'), '1');
         }
