@@ -30,12 +30,12 @@ free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1
 rps() { awk '/Requests\/sec/ {printf "%.0f", $2}'; }
 wrk_run() { wrk -t2 -c64 -d"${DUR}s" --latency "$@" 2>&1; }
 
-start_ds() { # name port store workers -> pid
+start_ds() { # name port store workers; sets DS_LAST to its pid
     "$BIN" serve --name "$1" --listen "127.0.0.1:$2" --store "$3" --workers "$4" \
         --http-threads 2 >"$WORK/$1.log" 2>&1 &
-    PIDS+=($!)
+    DS_LAST=$!
+    PIDS+=("$DS_LAST") # not in a subshell: cleanup() must see it
     for _ in $(seq 100); do grep -q listening "$WORK/$1.log" && break; sleep 0.05; done
-    echo $!
 }
 
 # --- 1. nginx ---
@@ -86,7 +86,8 @@ esac
 PORT=$(free_port)
 # 4 worker threads: each waits on one store round trip per job, so two
 # would leave the store idle between them.
-DS_PID=$(start_ds bench "$PORT" "$STORE" 4)
+start_ds bench "$PORT" "$STORE" 4
+DS_PID=$DS_LAST
 URL=http://127.0.0.1:$PORT
 ID=$(curl -s -XPOST "$URL/v1/jobs" -H 'Content-Type: application/json' \
     -d '{"type":"sleep","input":{"steps":0,"step_ms":0}}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
@@ -102,7 +103,7 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
 # POST alone: an API-only instance, so the figure is the request path.
 PORT2=$(free_port)
-start_ds post "$PORT2" "$POST_STORE" 0 >/dev/null
+start_ds post "$PORT2" "$POST_STORE" 0
 POST=$(wrk_run -s "$WORK/post.lua" "http://127.0.0.1:$PORT2/v1/jobs" | rps)
 
 # End to end: POSTs while the workers run them, until the queue is empty.
@@ -118,7 +119,7 @@ E2E=$(echo "$DONE $T0 $T1" | awk '{printf "%.0f", ($1 - 1) / ($3 - $2)}')
 
 # --- 3 and 4: long-poll latency and idle SSE clients (node) ---
 PORT3=$(free_port)
-start_ds other "$PORT3" "$STORE" 0 >/dev/null
+start_ds other "$PORT3" "$STORE" 0
 node bench/clients.mjs "$URL" "http://127.0.0.1:$PORT3" "$DS_PID" >"$WORK/clients.json"
 
 ratio() { awk -v a="$1" -v b="$NGINX" 'BEGIN {printf "%.2f", a / b}'; }
@@ -143,6 +144,6 @@ if [ "$STORE_KIND" = redis ]; then
     # 100,000 0-step jobs, INFO memory before and after.
     redis-cli -p "$RPORT" -n 2 flushdb >/dev/null
     MPORT=$(free_port)
-    start_ds mem "$MPORT" "redis://127.0.0.1:$RPORT/2" 2 >/dev/null
+    start_ds mem "$MPORT" "redis://127.0.0.1:$RPORT/2" 2
     node bench/memory.mjs "http://127.0.0.1:$MPORT" "$RPORT" 100000
 fi

@@ -26,6 +26,14 @@ void job_id_random_key(uint8_t key[JOB_ID_KEY_LEN])
     randombytes_buf(key, JOB_ID_KEY_LEN);
 }
 
+uint64_t job_lease_token_new(void)
+{
+    uint64_t t = 0;
+    while (t == 0 || t > INT64_MAX) /* stored as a signed 64-bit integer */
+        randombytes_buf(&t, sizeof t);
+    return t;
+}
+
 static void encode(const uint8_t raw[RAW_LEN], char *out)
 {
     for (int i = 0; i < RAW_LEN; i += 5) { /* 5 bytes -> 8 characters */

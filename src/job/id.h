@@ -32,4 +32,7 @@ enum job_id_verdict job_id_check(const uint8_t key[JOB_ID_KEY_LEN], const char *
 /* Fills key with fresh random bytes (for a new deployment's store). */
 void job_id_random_key(uint8_t key[JOB_ID_KEY_LEN]);
 
+/* A fresh random lease token, from 1 to INT64_MAX (it is stored signed). */
+uint64_t job_lease_token_new(void);
+
 #endif

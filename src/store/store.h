@@ -50,6 +50,12 @@ struct store_idem {
     int64_t expires_ms;
 };
 
+/* A worker's last write to a job, for store_settle(). */
+struct store_write {
+    const char *id;
+    struct job_op op;
+};
+
 /* Receives the outcome of an asynchronous read; doc (NULL unless rc is 0) and
  * its json are borrowed for the duration of the call. */
 typedef void (*store_read_fn)(int rc, const struct store_doc *doc, void *arg);
@@ -79,10 +85,10 @@ struct store_ops {
     int (*apply)(store *st, const char *id, const struct job_op *op, int64_t now_ms,
                  struct store_doc *out);
     int (*claim)(store *st, const struct job_op *op, int64_t now_ms, struct job *out);
-    /* Optional: apply() then claim() in one round trip (see store_finish_claim). */
-    int (*finish_claim)(store *st, const char *id, const struct job_op *op,
-                        const struct job_op *claim, int64_t now_ms, struct job *next,
-                        int *claim_rc);
+    /* Optional: see store_settle(). */
+    int (*settle)(store *st, const struct store_write *w, size_t n, int *rcs,
+                  const uint64_t *tokens, size_t n_claim, int64_t lease_ms, int64_t now_ms,
+                  struct job *claimed, size_t *n_claimed);
     int (*requeue_expired)(store *st, int64_t now_ms, int64_t lease_ms, int *requeued, int *failed);
     int (*expire)(store *st, int64_t now_ms, int *removed);
     int (*remove)(store *st, const char *id);
@@ -183,19 +189,23 @@ static inline int store_claim(store *st, const struct job_op *op, int64_t now_ms
     return st->ops->claim(st, op, now_ms, out);
 }
 
-/* A worker's last write to a job (op, under its lease) and, in the same round
- * trip where the backend can, the claim of its next job under claim->token.
- * Returns what store_apply() would. *claim_rc is what store_claim() would
- * (0 and *next filled), or DS_E_EMPTY when nothing was claimed: then the
- * caller claims the usual way. */
-static inline int store_finish_claim(store *st, const char *id, const struct job_op *op,
-                                     const struct job_op *claim, int64_t now_ms, struct job *next,
-                                     int *claim_rc)
+/* Whether the store can settle many jobs in one round trip. */
+static inline bool store_can_settle(const store *st)
 {
-    if (st->ops->finish_claim)
-        return st->ops->finish_claim(st, id, op, claim, now_ms, next, claim_rc);
-    *claim_rc = DS_E_EMPTY;
-    return st->ops->apply(st, id, op, now_ms, NULL);
+    return st->ops->settle != NULL;
+}
+
+/* Workers' last writes to their jobs (w[i].op on w[i].id, each under its
+ * lease; rcs[i] gets what store_apply() would return) and the claim of up to
+ * n_claim queued jobs, the j-th under tokens[j] (*n_claimed of them, into
+ * claimed[]; the caller job_clear()s each), in one round trip. Returns 0, or
+ * DS_E_UNAVAILABLE / DS_E_IO when it is not known what was done (retrying a
+ * write then gets DS_E_LEASE_LOST if it was). Only where store_can_settle(). */
+static inline int store_settle(store *st, const struct store_write *w, size_t n, int *rcs,
+                               const uint64_t *tokens, size_t n_claim, int64_t lease_ms,
+                               int64_t now_ms, struct job *claimed, size_t *n_claimed)
+{
+    return st->ops->settle(st, w, n, rcs, tokens, n_claim, lease_ms, now_ms, claimed, n_claimed);
 }
 
 /* Requeues running jobs whose lease expired, or fails those out of attempts.

@@ -23,13 +23,9 @@
  * A finished job's two keys get PEXPIREAT at its expiry.
  *
  * Connections, reconnection and script loading are store_redis_conn.c's.
- * A handle attached to an HTTP loop also has an asynchronous connection on
- * that loop for polls (the end of this file): the reads of all requests in
- * flight on the loop go out pipelined, in one write, instead of one blocking
- * round trip each. */
-#include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
+ * A handle attached to an HTTP loop also reads and creates on an
+ * asynchronous connection of that loop: store_redis_async.c. A worker pool
+ * claims and finishes jobs in batches through rd_settle(). */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -97,7 +93,7 @@ static void fields_to_text(const redisReply *r, size_t from, const char *id, str
 
 /* Renders the job whose fields r holds from element `from` on into *out
  * (may be NULL: nothing to do). */
-static int render_fields(const redisReply *r, size_t from, const char *id, struct store_doc *out)
+int redis_render_fields(const redisReply *r, size_t from, const char *id, struct store_doc *out)
 {
     if (!out)
         return 0;
@@ -136,9 +132,7 @@ static int rd_open(const char *location, store **out)
 static void rd_close(store *st)
 {
     struct redis_store *s = R(st);
-    s->closing = true;
-    if (s->ac)
-        redisAsyncFree(s->ac); /* pending reads are told UNAVAILABLE */
+    redis_async_close(s); /* pending reads and creates are told UNAVAILABLE */
     if (s->c)
         redisFree(s->c);
     free(s);
@@ -173,47 +167,66 @@ static char *json_text(const json_t *v)
     return v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("");
 }
 
-/* The create script's command for job, formatted (the caller frees it
- * with redisFreeCommand()); NULL when out of memory. */
-static char *create_command(const struct redis_store *s, const struct job *job,
-                            const struct job_events *ev, const struct store_idem *idem, size_t *len)
+int redis_create_args(struct redis_create_args *a, const struct job *job,
+                      const struct job_events *ev, const struct store_idem *idem)
 {
-    char ttl[24], ma[24], now[24], idem_ms[24], idem_key[80] = "ds:idem:none";
-    char *input = json_text(job->input);
-    snprintf(ttl, sizeof ttl, "%lld", (long long)job->ttl_s);
-    snprintf(ma, sizeof ma, "%d", job->max_attempts);
-    snprintf(now, sizeof now, "%lld", (long long)job->created_ms);
-    snprintf(idem_ms, sizeof idem_ms, "%lld",
+    memset(a, 0, sizeof *a);
+    snprintf(a->id, sizeof a->id, "%s", job->id);
+    snprintf(a->type, sizeof a->type, "%s", job->type);
+    snprintf(a->ttl, sizeof a->ttl, "%lld", (long long)job->ttl_s);
+    snprintf(a->ma, sizeof a->ma, "%d", job->max_attempts);
+    snprintf(a->now, sizeof a->now, "%lld", (long long)job->created_ms);
+    snprintf(a->idem_ms, sizeof a->idem_ms, "%lld",
              (long long)(idem ? idem->expires_ms - job->created_ms : 0));
-    bool keyed = idem && idem->key;
-    if (keyed) { /* the client's key, hashed into a tidy Redis key */
+    if (idem && idem->key) { /* the client's key, hashed into a tidy Redis key */
         unsigned char d[crypto_hash_sha256_BYTES];
         crypto_hash_sha256(d, (const unsigned char *)idem->key, strlen(idem->key));
-        memcpy(idem_key, "ds:idem:", 8);
-        sodium_bin2hex(idem_key + 8, sizeof idem_key - 8, d, 24);
+        memcpy(a->idem_key, "ds:idem:", 8);
+        sodium_bin2hex(a->idem_key + 8, sizeof a->idem_key - 8, d, 24);
+        snprintf(a->hash, sizeof a->hash, "%s", idem->body_hash);
     }
-    const char *args[] = {job->id,
-                          job->type,
-                          input ? input : "{}",
-                          ttl,
-                          ma,
-                          now,
-                          ev->n ? ev->v[0].data : "",
-                          "",
-                          keyed ? idem->body_hash : "",
-                          idem_ms};
-    char *cmd = input ? redis_format_script(s, S_CREATE, job->id, idem_key, 10, args, len) : NULL;
-    free(input);
+    a->input = json_text(job->input);
+    a->event = strdup(ev->n ? ev->v[0].data : "");
+    return a->input && a->event ? 0 : DS_E_NOMEM;
+}
+
+void redis_create_args_clear(struct redis_create_args *a)
+{
+    free(a->input);
+    free(a->event);
+    a->input = a->event = NULL;
+}
+
+char *redis_create_command(const struct redis_store *s, struct redis_create_args *const *jobs,
+                           size_t n, size_t *len)
+{
+    const char **argv = malloc((1 + 10 * n) * sizeof *argv);
+    char count[24];
+    if (!argv)
+        return NULL;
+    snprintf(count, sizeof count, "%zu", n);
+    argv[0] = count;
+    for (size_t i = 0; i < n; i++) {
+        const struct redis_create_args *a = jobs[i];
+        const char *v[] = {a->id,  a->type,  a->input,    a->ttl,  a->ma,
+                           a->now, a->event, a->idem_key, a->hash, a->idem_ms};
+        memcpy(argv + 1 + 10 * i, v, sizeof v);
+    }
+    char *cmd = redis_format_script(s, S_CREATE, "-", NULL, (int)(1 + 10 * n), argv, len);
+    free(argv);
     return cmd;
 }
 
-/* The create script's reply -> rc; *out is the existing job for DS_E_EXISTS
- * (0: the caller has the new one). */
-static int create_outcome(const redisReply *r, const char *id, struct store_doc *out)
+int redis_create_outcome(const redisReply *r, size_t i, size_t n, const char *id,
+                         struct store_doc *out)
 {
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == n)
+        r = r->element[i];
+    else if (r && r->type != REDIS_REPLY_ERROR)
+        return DS_E_IO;
     int rc = redis_reply_rc(r);
     if (rc == DS_E_EXISTS) {
-        int drc = render_fields(r, 1, id, out);
+        int drc = redis_render_fields(r, 1, id, out);
         rc = drc ? drc : rc;
     }
     return rc;
@@ -223,21 +236,26 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
                      const struct store_idem *idem, struct store_doc *out)
 {
     struct redis_store *s = R(st);
+    struct redis_create_args a, *one = &a;
     size_t len;
-    char *cmd = create_command(s, job, ev, idem, &len);
-    if (!cmd)
-        return DS_E_NOMEM;
-    redisReply *r = redis_run_formatted(s, cmd, len);
-    int rc = create_outcome(r, job->id, out);
-    if (rc == 0 && out)
-        rc = store_doc_from_job(out, job);
-    freeReplyObject(r);
+    char *cmd = NULL;
+    int rc = redis_create_args(&a, job, ev, idem);
+    if (!rc && !(cmd = redis_create_command(s, &one, 1, &len)))
+        rc = DS_E_NOMEM;
+    if (!rc) {
+        redisReply *r = redis_run_formatted(s, cmd, len);
+        rc = redis_create_outcome(r, 0, 1, job->id, out);
+        if (rc == 0 && out)
+            rc = store_doc_from_job(out, job);
+        freeReplyObject(r);
+    }
     redisFreeCommand(cmd);
+    redis_create_args_clear(&a);
     return rc;
 }
 
 /* An HGETALL of a job hash -> 0, or why not. */
-static int hash_reply(const redisReply *r)
+int redis_hash_reply(const redisReply *r)
 {
     if (!r)
         return DS_E_UNAVAILABLE;
@@ -246,18 +264,18 @@ static int hash_reply(const redisReply *r)
     return r->elements ? 0 : DS_E_NOTFOUND;
 }
 
-static int rd_get(store *st, const char *id, struct store_doc *out)
+int redis_get(store *st, const char *id, struct store_doc *out)
 {
     redisReply *r = redis_fmt(R(st), "HGETALL ds:{%s}:job", id);
-    int rc = hash_reply(r);
+    int rc = redis_hash_reply(r);
     if (!rc)
-        rc = render_fields(r, 0, id, out);
+        rc = redis_render_fields(r, 0, id, out);
     freeReplyObject(r);
     return rc;
 }
 
 /* An HMGET v st -> version and state. */
-static int peek_reply(const redisReply *r, int64_t *version, enum job_state *state)
+int redis_peek_reply(const redisReply *r, int64_t *version, enum job_state *state)
 {
     if (!r)
         return DS_E_UNAVAILABLE;
@@ -270,10 +288,10 @@ static int peek_reply(const redisReply *r, int64_t *version, enum job_state *sta
     return 0;
 }
 
-static int rd_peek(store *st, const char *id, int64_t *version, enum job_state *state)
+int redis_peek(store *st, const char *id, int64_t *version, enum job_state *state)
 {
     redisReply *r = redis_fmt(R(st), "HMGET ds:{%s}:job v st", id);
-    int rc = peek_reply(r, version, state);
+    int rc = redis_peek_reply(r, version, state);
     freeReplyObject(r);
     return rc;
 }
@@ -340,79 +358,148 @@ static const char *op_name(enum job_op_kind k)
     return k < sizeof names / sizeof names[0] && names[k] ? names[k] : NULL;
 }
 
-/* Runs the apply script for op on job id; with claim, also claims the next
- * queued job under claim->token in the same call (the reply is then
- * {apply's reply, claim's reply}). The caller frees the reply. */
-static redisReply *run_apply(struct redis_store *s, const char *id, const struct job_op *op,
-                             int64_t now_ms, bool want_doc, const struct job_op *claim)
+/* The texts a write sends: its payload and error as JSON ('' when none), and
+ * whether a failure is a cancellation. */
+struct write_text {
+    char *payload, *error; /* owned */
+    bool cancelled;
+};
+
+static int write_text(const struct job_op *op, struct write_text *t)
 {
-    char token[24], lease[24], now[24], next[24] = "";
-    snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
-    snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
-    snprintf(now, sizeof now, "%lld", (long long)now_ms);
-    if (claim)
-        snprintf(next, sizeof next, "%llu", (unsigned long long)claim->token);
-    char *payload = json_text(op->payload);
     json_t *err = op->kind == JOB_OP_FAIL ? json_pack("{s:s, s:s}", "code", op->code, "message",
                                                       op->message ? op->message : op->code)
                                           : NULL;
-    char *error = json_text(err);
-    bool cancelled = op->kind == JOB_OP_FAIL && !strcmp(op->code, "cancelled");
-    const char *args[] = {op_name(op->kind),
-                          id,
-                          token,
-                          lease,
-                          now,
-                          payload ? payload : "",
-                          error ? error : "",
-                          cancelled ? "1" : "0",
-                          s->consumer,
-                          want_doc ? "1" : "0",
-                          next};
-    redisReply *r = redis_run(s, S_APPLY, id, NULL, 11, args);
-    free(payload);
-    free(error);
+    t->payload = json_text(op->payload);
+    t->error = json_text(err);
+    t->cancelled = op->kind == JOB_OP_FAIL && !strcmp(op->code, "cancelled");
     json_decref(err);
-    return r;
+    return t->payload && t->error ? 0 : DS_E_NOMEM;
+}
+
+static void write_text_clear(struct write_text *t)
+{
+    free(t->payload);
+    free(t->error);
 }
 
 static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t now_ms,
                     struct store_doc *out)
 {
+    struct redis_store *s = R(st);
     if (!op_name(op->kind))
         return DS_E_INVALID;
-    redisReply *r = run_apply(R(st), id, op, now_ms, out != NULL, NULL);
-    int rc = redis_reply_rc(r);
-    if (!rc)
-        rc = render_fields(r, 1, id, out);
-    freeReplyObject(r);
+    char token[24], lease[24], now[24];
+    snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
+    snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    struct write_text t;
+    int rc = write_text(op, &t);
+    if (!rc) {
+        const char *args[] = {
+            op_name(op->kind),       id,          token,          lease, now, t.payload, t.error,
+            t.cancelled ? "1" : "0", s->consumer, out ? "1" : "0"};
+        redisReply *r = redis_run(s, S_APPLY, id, NULL, 10, args);
+        rc = redis_reply_rc(r);
+        if (!rc)
+            rc = redis_render_fields(r, 1, id, out);
+        freeReplyObject(r);
+    }
+    write_text_clear(&t);
     return rc;
 }
 
-static int claim_reply(const redisReply *r, const struct job_op *op, struct job *out);
+static int claim_reply(const redisReply *r, uint64_t token, struct job *out);
+static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct job *out);
 
-/* The worker's last write and its next claim in one round trip. */
-static int rd_finish_claim(store *st, const char *id, const struct job_op *op,
-                           const struct job_op *claim, int64_t now_ms, struct job *next,
-                           int *claim_rc)
+/* The settle script's arguments: 5 + 6 per write + 1 per token, in buf
+ * (numbers) and texts (JSON, owned, n of them). */
+struct settle_args {
+    const char **argv;
+    char (*num)[24]; /* one per write and per token, plus 3 */
+    struct write_text *texts;
+    size_t n;
+};
+
+static void settle_args_clear(struct settle_args *a)
+{
+    for (size_t i = 0; a->texts && i < a->n; i++)
+        write_text_clear(&a->texts[i]);
+    free(a->argv);
+    free(a->num);
+    free(a->texts);
+}
+
+static int settle_args(struct redis_store *s, const struct store_write *w, size_t n,
+                       const uint64_t *tokens, size_t n_claim, int64_t lease_ms, int64_t now_ms,
+                       struct settle_args *a)
+{
+    *a = (struct settle_args){.n = n};
+    a->argv = malloc((5 + 6 * n + n_claim) * sizeof *a->argv);
+    a->num = malloc((5 + n + n_claim) * sizeof *a->num);
+    a->texts = calloc(n ? n : 1, sizeof *a->texts);
+    if (!a->argv || !a->num || !a->texts)
+        return DS_E_NOMEM;
+    snprintf(a->num[0], 24, "%lld", (long long)lease_ms);
+    snprintf(a->num[1], 24, "%lld", (long long)now_ms);
+    snprintf(a->num[2], 24, "%zu", n);
+    snprintf(a->num[3], 24, "%zu", n_claim);
+    const char **v = a->argv;
+    *v++ = s->consumer, *v++ = a->num[0], *v++ = a->num[1], *v++ = a->num[2], *v++ = a->num[3];
+    for (size_t i = 0; i < n; i++) {
+        if (!op_name(w[i].op.kind) || write_text(&w[i].op, &a->texts[i]))
+            return DS_E_NOMEM;
+        snprintf(a->num[4 + i], 24, "%llu", (unsigned long long)w[i].op.token);
+        *v++ = op_name(w[i].op.kind), *v++ = w[i].id, *v++ = a->num[4 + i];
+        *v++ = a->texts[i].payload, *v++ = a->texts[i].error;
+        *v++ = a->texts[i].cancelled ? "1" : "0";
+    }
+    for (size_t j = 0; j < n_claim; j++) {
+        snprintf(a->num[4 + n + j], 24, "%llu", (unsigned long long)tokens[j]);
+        *v++ = a->num[4 + n + j];
+    }
+    return 0;
+}
+
+/* Many workers' last writes and their next claims in one script call. */
+static int rd_settle(store *st, const struct store_write *w, size_t n, int *rcs,
+                     const uint64_t *tokens, size_t n_claim, int64_t lease_ms, int64_t now_ms,
+                     struct job *claimed, size_t *n_claimed)
 {
     struct redis_store *s = R(st);
-    *claim_rc = DS_E_EMPTY;
-    if (!op_name(op->kind))
-        return DS_E_INVALID;
-    if (s->recheck_pending) /* rd_claim() must look at this consumer's entries first */
-        return rd_apply(st, id, op, now_ms, NULL);
-    redisReply *r = run_apply(s, id, op, now_ms, false, claim);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-        int rc = redis_reply_rc(r);
+    *n_claimed = 0;
+    if (s->recheck_pending && n_claim) { /* rd_claim() looks at our own entries first */
+        int rc = rd_settle(st, w, n, rcs, tokens, 0, lease_ms, now_ms, claimed, n_claimed);
+        struct job_op op = {.kind = JOB_OP_CLAIM, .token = tokens[0], .lease_ms = lease_ms};
+        if (!rc && rd_claim(st, &op, now_ms, claimed) == 0)
+            *n_claimed = 1;
+        return rc;
+    }
+    struct settle_args a;
+    int rc = settle_args(s, w, n, tokens, n_claim, lease_ms, now_ms, &a);
+    redisReply *r =
+        rc ? NULL : redis_run(s, S_SETTLE, "-", NULL, (int)(5 + 6 * n + n_claim), a.argv);
+    settle_args_clear(&a);
+    if (rc)
+        return rc;
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+              r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == n &&
+              r->elements <= 1 + n_claim;
+    if (!ok) {
+        rc = r ? redis_reply_rc(r) : DS_E_UNAVAILABLE;
+        s->recheck_pending = true; /* jobs may have been claimed for us */
         freeReplyObject(r);
-        s->recheck_pending = rc == DS_E_UNAVAILABLE; /* a claim may have happened */
         return rc ? rc : DS_E_IO;
     }
-    int rc = redis_reply_rc(r->element[0]);
-    *claim_rc = claim_reply(r->element[1], claim, next);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *code = r->element[0]->element[i];
+        rcs[i] = code->type == REDIS_REPLY_STRING ? redis_code_rc(code->str) : DS_E_IO;
+    }
+    for (size_t j = 1; j < r->elements; j++)
+        if (claim_reply(r->element[j], tokens[*n_claimed], &claimed[*n_claimed]) == 0)
+            ++*n_claimed;
     freeReplyObject(r);
-    return rc;
+    return 0;
 }
 
 /* The job id and entry id of an XREADGROUP reply with one entry. */
@@ -433,7 +520,7 @@ static int read_entry(const redisReply *r, char *qid, size_t qcap, char id[JOB_I
 
 /* {'ok', id, type, input, attempts, max_attempts, version, seq, created, ttl}
  * -> *out; {'skip'} or {'empty'} -> DS_E_EMPTY. */
-static int claim_reply(const redisReply *r, const struct job_op *op, struct job *out)
+static int claim_reply(const redisReply *r, uint64_t token, struct job *out)
 {
     const char *code = redis_code(r);
     if (!r)
@@ -455,23 +542,19 @@ static int claim_reply(const redisReply *r, const struct job_op *op, struct job 
     out->created_ms = strtoll(r->element[8]->str, NULL, 10);
     out->ttl_s = strtoll(r->element[9]->str, NULL, 10);
     out->state = JOB_RUNNING;
-    out->lease_token = op->token;
+    out->lease_token = token;
     return 0;
 }
 
-/* Claims the next queue entry's job in one script call, without waiting. */
+/* Claims the next queue entry's job without waiting: 0, DS_E_EMPTY, or why
+ * not. */
 static int claim_next(struct redis_store *s, const struct job_op *op, int64_t now_ms,
                       struct job *out)
 {
-    char token[24], lease[24], now[24];
-    snprintf(token, sizeof token, "%llu", (unsigned long long)op->token);
-    snprintf(lease, sizeof lease, "%lld", (long long)op->lease_ms);
-    snprintf(now, sizeof now, "%lld", (long long)now_ms);
-    const char *args[] = {s->consumer, token, lease, now};
-    redisReply *r = redis_run(s, S_CLAIM_NEXT, "-", NULL, 4, args);
-    int rc = claim_reply(r, op, out);
-    freeReplyObject(r);
-    return rc;
+    int rc;
+    size_t got;
+    int settled = rd_settle(&s->base, NULL, 0, &rc, &op->token, 1, op->lease_ms, now_ms, out, &got);
+    return settled ? settled : got ? 0 : DS_E_EMPTY;
 }
 
 /* Runs the claim script for one queue entry: 0 and *out, or DS_E_EMPTY if the
@@ -485,7 +568,7 @@ static int claim_entry(struct redis_store *s, const char *qid, const char *id,
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     const char *args[] = {id, qid, token, lease, now};
     redisReply *r = redis_run(s, S_CLAIM, id, NULL, 5, args);
-    int rc = claim_reply(r, op, out);
+    int rc = claim_reply(r, op->token, out);
     freeReplyObject(r);
     return rc;
 }
@@ -597,7 +680,7 @@ static int add_page(struct redis_store *s, const redisReply *ids, const struct s
     for (size_t i = 0; i < ids->elements; i++) {
         const char *id = ids->element[i]->str;
         redisReply *r = redis_fmt(s, "HGETALL ds:{%s}:job", id);
-        int rc = hash_reply(r);
+        int rc = redis_hash_reply(r);
         struct job_text t;
         int64_t seq;
         if (rc == 0)
@@ -780,156 +863,6 @@ static void rd_unlisten(store *st)
         shutdown(fd, SHUT_RDWR);
 }
 
-/* --- asynchronous reads on an HTTP loop --- */
-
-struct async_read {
-    struct redis_store *s;
-    store_read_fn fn;
-    void *arg;
-    bool peek;
-    char id[JOB_ID_SIZE];
-};
-
-static void async_gone(const redisAsyncContext *ac, int status);
-
-static void async_gone_on_connect(const redisAsyncContext *ac, int status)
-{
-    if (status != REDIS_OK)
-        async_gone(ac, status);
-}
-
-static void async_gone(const redisAsyncContext *ac, int status)
-{
-    struct redis_store *s = ac->data;
-    (void)status;
-    if (s && s->ac == ac)
-        s->ac = NULL; /* hiredis frees the context after this callback */
-}
-
-static int async_ensure(struct redis_store *s)
-{
-    if (s->ac)
-        return 0;
-    int64_t now = clock_mono_ms();
-    if (!s->loop || now < s->async_retry_at)
-        return -1;
-    s->async_retry_at = now + 500;
-    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
-    if (!ac || ac->err) {
-        if (ac)
-            redisAsyncFree(ac);
-        return -1;
-    }
-    ac->data = s;
-    redisLibeventAttach(ac, s->loop);
-    redisAsyncSetConnectCallback(ac, async_gone_on_connect);
-    redisAsyncSetDisconnectCallback(ac, async_gone);
-    if (s->db)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", s->db);
-    s->ac = ac;
-    return 0;
-}
-
-/* A read the async connection could not do (it broke): do it synchronously,
- * which reconnects and retries like every other command. */
-static int read_sync(struct async_read *a, struct store_doc *doc)
-{
-    if (a->s->closing)
-        return DS_E_UNAVAILABLE;
-    if (a->peek)
-        return rd_peek(&a->s->base, a->id, &doc->version, &doc->state);
-    return rd_get(&a->s->base, a->id, doc);
-}
-
-static void async_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct async_read *a = privdata;
-    struct store_doc doc = {.json = ""};
-    int rc;
-    (void)ac;
-    if (!reply || redis_loading(reply))
-        rc = read_sync(a, &doc);
-    else if (a->peek)
-        rc = peek_reply(reply, &doc.version, &doc.state);
-    else if ((rc = hash_reply(reply)) == 0)
-        rc = render_fields(reply, 0, a->id, &doc);
-    a->fn(rc, rc ? NULL : &doc, a->arg);
-    if (rc == 0 && !a->peek)
-        free(doc.json);
-    free(a);
-}
-
-static int rd_attach(store *st, struct event_base *base)
-{
-    R(st)->loop = base;
-    return 0;
-}
-
-static int rd_get_async(store *st, const char *id, bool peek, store_read_fn fn, void *arg)
-{
-    struct redis_store *s = R(st);
-    struct async_read *a = async_ensure(s) ? NULL : malloc(sizeof *a);
-    if (!a)
-        return DS_STORE_NO_ASYNC;
-    *a = (struct async_read){s, fn, arg, peek, ""};
-    snprintf(a->id, sizeof a->id, "%s", id);
-    const char *format = peek ? "HMGET ds:{%s}:job v st" : "HGETALL ds:{%s}:job";
-    if (redisAsyncCommand(s->ac, async_reply, a, format, id) != REDIS_OK) {
-        free(a);
-        return DS_STORE_NO_ASYNC;
-    }
-    return 0;
-}
-
-/* A create sent on the loop's connection. The command is kept: if that
- * connection breaks before the answer, it is sent again synchronously (the
- * script is idempotent for exactly this). */
-struct async_create {
-    struct redis_store *s;
-    store_read_fn fn;
-    void *arg;
-    char *cmd; /* owned (redisFreeCommand) */
-    size_t len;
-    struct store_doc doc; /* owned: the new job, rendered before it is sent */
-    char id[JOB_ID_SIZE];
-};
-
-static void async_created(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct async_create *a = privdata;
-    redisReply *own = NULL, *r = reply;
-    (void)ac;
-    if (!r || redis_noscript(r) || redis_loading(r)) /* the synchronous path copes */
-        r = own = a->s->closing ? NULL : redis_run_formatted(a->s, a->cmd, a->len);
-    struct store_doc existing = {0};
-    int rc = create_outcome(r, a->id, &existing);
-    a->fn(rc, rc == 0 ? &a->doc : rc == DS_E_EXISTS ? &existing : NULL, a->arg);
-    store_doc_clear(&existing);
-    freeReplyObject(own);
-    store_doc_clear(&a->doc);
-    redisFreeCommand(a->cmd);
-    free(a);
-}
-
-static int rd_create_async(store *st, const struct job *job, const struct job_events *ev,
-                           const struct store_idem *idem, store_read_fn fn, void *arg)
-{
-    struct redis_store *s = R(st);
-    struct async_create *a = async_ensure(s) ? NULL : calloc(1, sizeof *a);
-    if (!a)
-        return DS_STORE_NO_ASYNC;
-    *a = (struct async_create){.s = s, .fn = fn, .arg = arg};
-    snprintf(a->id, sizeof a->id, "%s", job->id);
-    a->cmd = create_command(s, job, ev, idem, &a->len);
-    if (a->cmd && store_doc_from_job(&a->doc, job) == 0 &&
-        redisAsyncFormattedCommand(s->ac, async_created, a, a->cmd, a->len) == REDIS_OK)
-        return 0;
-    store_doc_clear(&a->doc);
-    redisFreeCommand(a->cmd);
-    free(a);
-    return DS_STORE_NO_ASYNC;
-}
-
 const struct store_ops store_redis_ops = {
     .scheme = "redis://",
     .change_poll_ms = 0,
@@ -939,11 +872,11 @@ const struct store_ops store_redis_ops = {
     .ping = rd_ping,
     .id_key = rd_id_key,
     .create = rd_create,
-    .get = rd_get,
-    .peek = rd_peek,
+    .get = redis_get,
+    .peek = redis_peek,
     .load = rd_load,
     .apply = rd_apply,
-    .finish_claim = rd_finish_claim,
+    .settle = rd_settle,
     .claim = rd_claim,
     .requeue_expired = rd_requeue_expired,
     .expire = rd_expire,
@@ -954,7 +887,7 @@ const struct store_ops store_redis_ops = {
     .counts = rd_counts,
     .listen = rd_listen,
     .unlisten = rd_unlisten,
-    .attach = rd_attach,
-    .get_async = rd_get_async,
-    .create_async = rd_create_async,
+    .attach = redis_attach,
+    .get_async = redis_get_async,
+    .create_async = redis_create_async,
 };

@@ -23,9 +23,9 @@
 #include "util/err.h"
 #include "util/log.h"
 
-static const char *const bodies[S_COUNT] = {
-    redis_lua_create,  redis_lua_apply,  redis_lua_claim, redis_lua_claim_next,
-    redis_lua_requeue, redis_lua_remove, redis_lua_expire};
+static const char *const bodies[S_COUNT] = {redis_lua_create, redis_lua_apply,   redis_lua_claim,
+                                            redis_lua_settle, redis_lua_requeue, redis_lua_remove,
+                                            redis_lua_expire};
 
 /* Full script texts (T + prelude + body), built once per process. */
 static char *scripts[S_COUNT];
@@ -203,16 +203,20 @@ char *redis_format_script(const struct redis_store *s, enum script which, const 
     char job[80], events[80];
     snprintf(job, sizeof job, "ds:{%s}:job", id);
     snprintf(events, sizeof events, "ds:{%s}:events", id);
-    const char *argv[24] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5",
-                            job,       events,        "ds:queue",
-                            "ds:jobs", "ds:expiry"};
+    const char **argv = malloc((size_t)(9 + nargs) * sizeof *argv);
+    if (!argv)
+        return NULL;
+    const char *head[] = {"EVALSHA", s->sha[which], extra_key ? "6" : "5", job, events, "ds:queue",
+                          "ds:jobs", "ds:expiry"};
     int argc = 8;
+    memcpy(argv, head, sizeof head);
     if (extra_key)
         argv[argc++] = extra_key;
-    for (int i = 0; i < nargs && argc < 24; i++)
-        argv[argc++] = args[i];
+    memcpy(argv + argc, args, (size_t)nargs * sizeof *args);
+    argc += nargs;
     char *cmd = NULL;
     long long n = redisFormatCommandArgv(&cmd, argc, argv, NULL);
+    free(argv);
     *len = n > 0 ? (size_t)n : 0;
     return n > 0 ? cmd : NULL;
 }
@@ -236,15 +240,8 @@ const char *redis_code(const redisReply *r)
     return r->element[0]->str;
 }
 
-/* Maps a script reply to a DS code; logs script errors. */
-int redis_reply_rc(const redisReply *r)
+int redis_code_rc(const char *code)
 {
-    if (!r)
-        return DS_E_UNAVAILABLE;
-    if (r->type == REDIS_REPLY_ERROR) {
-        log_error("redis: script failed: %s", r->str);
-        return DS_E_IO;
-    }
     static const struct {
         const char *code;
         int rc;
@@ -255,7 +252,6 @@ int redis_reply_rc(const redisReply *r)
                {"cancelled", DS_E_CANCELLED},
                {"exists", DS_E_EXISTS},
                {"mismatch", DS_E_IDEM_MISMATCH}};
-    const char *code = redis_code(r);
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(code, map[i].code))
             return map[i].rc;
@@ -263,7 +259,18 @@ int redis_reply_rc(const redisReply *r)
     return DS_E_IO;
 }
 
-/* {code, doc, version, seq, state} -> out (may be NULL). */
+/* Maps a script reply to a DS code; logs script errors. */
+int redis_reply_rc(const redisReply *r)
+{
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_error("redis: script failed: %s", r->str);
+        return DS_E_IO;
+    }
+    return redis_code_rc(redis_code(r));
+}
+
 int redis_parse_location(struct redis_store *s, const char *loc)
 {
     char host[256] = "127.0.0.1";

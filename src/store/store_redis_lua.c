@@ -125,71 +125,47 @@ const char redis_lua_prelude[] =
     "  end\n"
     "  return r\n"
     "end\n"
-    /* Claims the job of the next new queue entry for a worker: {'ok', id,
-     * type, input, attempts, max_attempts, version, seq, created, ttl}, or
-     * {'empty'} when the queue has nothing new. Entries whose job is no
-     * longer queued under them (cancelled, requeued, gone) are dropped. */
-    "local function claim_next(consumer, tk, lease, now)\n"
+    /* Claims the jobs of up to #tokens new queue entries for a worker, one
+     * token each: a list of {'ok', id, type, input, attempts, max_attempts,
+     * version, seq, created, ttl}, empty when the queue has nothing new.
+     * Entries whose job is no longer queued under them (cancelled,
+     * requeued, gone) are dropped. */
+    "local function claim_many(consumer, tokens, lease, now)\n"
+    "  local out = {}\n"
     "  for _ = 1, 8 do\n"
-    "    local r = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,\n"
+    "    local want = #tokens - #out\n"
+    "    if want == 0 then break end\n"
+    "    local r = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', want,\n"
     "                         'STREAMS', KEYS[3], '>')\n"
-    "    if not r then return {'empty'} end\n"
-    "    local e = r[1][2][1]\n"
-    "    local qid, id = e[1], e[2][2]\n"
-    "    K.job, K.ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
-    "    local j = load(K.job, CLAIM)\n"
-    "    if j and j.st == 0 and j.qid == qid then\n"
-    "      j.tk = tk\n"
-    "      j.le = now + lease\n"
-    "      move(id, j, 1, now)\n"
-    "      save(j)\n"
-    "      return {'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr), D(j.ttl)}\n"
+    "    if not r then break end\n"
+    "    for _, e in ipairs(r[1][2]) do\n"
+    "      local qid, id = e[1], e[2][2]\n"
+    "      K.job, K.ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
+    "      local j = load(K.job, CLAIM)\n"
+    "      if j and j.st == 0 and j.qid == qid then\n"
+    "        j.tk = tokens[#out + 1]\n"
+    "        j.le = now + lease\n"
+    "        move(id, j, 1, now)\n"
+    "        save(j)\n"
+    "        out[#out + 1] = {'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr),\n"
+    "                         D(j.ttl)}\n"
+    "      else\n"
+    "        redis.call('XACK', KEYS[3], 'workers', qid)\n"
+    "        redis.call('XDEL', KEYS[3], qid)\n"
+    "      end\n"
     "    end\n"
-    "    redis.call('XACK', KEYS[3], 'workers', qid)\n"
-    "    redis.call('XDEL', KEYS[3], qid)\n"
     "  end\n"
-    "  return {'empty'}\n"
-    "end\n";
-
-/* ARGV: id, type, input, ttl, max_attempts, now, first event data, (unused),
- *       idem hash ('' = no key), idem ttl ms. KEYS[6]: the idempotency key.
- * {'ok'} (the caller knows the new job), {'exists', fields..., 'id', ID} for
- * an idempotent replay, {'mismatch'}. No PUBLISH: nothing can be waiting on
- * a job before its id is known, and workers wait on the queue itself. */
-const char redis_lua_create[] =
-    "local id = ARGV[1]\n"
-    /* A create retried after a lost reply finds its own job: the same answer. */
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return {'ok'} end\n"
-    "if ARGV[9] ~= '' then\n"
-    "  local prior = redis.call('GET', KEYS[6])\n"
-    "  if prior then\n"
-    "    local hash, pid = string.match(prior, '^(%S+) (%S+)$')\n"
-    "    if hash ~= ARGV[9] then return {'mismatch'} end\n"
-    "    local p = load('ds:{' .. pid .. '}:job')\n"
-    "    if p then local r = reply('exists', p); r[#r + 1] = 'id'; r[#r + 1] = pid; return r end\n"
-    "  end\n"
-    "  redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. id, 'PX', ARGV[10])\n"
+    "  return out\n"
     "end\n"
-    "redis.call('RPUSH', KEYS[2], '1 status ' .. ARGV[7])\n"
-    "local qid = redis.call('XADD', KEYS[3], '*', 'id', id)\n"
-    "redis.call('HSET', KEYS[1], 'st', '0', 'v', '1', 'sq', '1', 'at', '1', 'ma', ARGV[5],\n"
-    "           'tk', '', 'le', '0', 'cx', '0', 'cr', ARGV[6], 'sa', '0', 'fi', '0', 'ex', '0',\n"
-    "           'ttl', ARGV[4], 'ty', ARGV[2], 'in', ARGV[3], 'pr', '', 'rs', '', 'er', '',\n"
-    "           'qid', qid)\n"
-    "redis.call('ZADD', KEYS[4], 0, id)\n"
-    "redis.call('ZADD', STATE[0], 0, id)\n"
-    "return {'ok'}\n";
-
-/* ARGV: op, id, token, lease_ms, now, payload JSON, error JSON, '1' if the
- * failure is a cancellation, the worker's queue consumer name, '1' to have
- * the job's fields in the reply, and a lease token for the next job ('' =
- * none): then the reply is {this op's reply, claim_next()'s}, the worker's
- * last write and its next claim in one round trip. */
-const char redis_lua_apply[] =
-    "local op, id, tk, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])\n"
-    "local function answer(code, j) return ARGV[10] == '1' and reply(code, j) or {code} end\n"
-    "local function run()\n"
-    "  local j = load(KEYS[1], (ARGV[10] == '1' or op == 'cancel') and FIELDS or WRITE)\n"
+    /* One write to job id (mirrors job_apply()): a = {op, tk (the lease
+     * token), lease, now, payload, error, cancelled ('1' if the failure is a
+     * cancellation), consumer (the worker's), doc (true: the reply carries
+     * the job's fields)}. Returns {code[, field, value...]}. */
+    "local function apply_op(id, a)\n"
+    "  local op, now = a.op, a.now\n"
+    "  local function answer(code, j) return a.doc and reply(code, j) or {code} end\n"
+    "  K.job, K.ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
+    "  local j = load(K.job, (a.doc or op == 'cancel') and FIELDS or WRITE)\n"
     "  if not j then return {'notfound'} end\n"
     "  if op == 'cancel' then\n"
     "    if j.st >= 2 then return {'conflict'} end\n"
@@ -202,36 +178,95 @@ const char redis_lua_apply[] =
     "    save(j)\n"
     "    return answer('ok', j)\n"
     "  end\n"
-    "  if j.st ~= 1 or j.tk ~= tk then return {'lease_lost'} end\n"
+    "  if j.st ~= 1 or j.tk ~= a.tk then return {'lease_lost'} end\n"
     "  if op == 'release' then move(id, j, 0, now); save(j); return answer('ok', j) end\n"
     "  if op == 'succeed' or op == 'fail' then\n"
-    "    if op == 'succeed' then j.rs = ARGV[6] else j.er = ARGV[7] end\n"
-    "    move(id, j, op == 'succeed' and 2 or ARGV[8] == '1' and 4 or 3, now)\n"
+    "    if op == 'succeed' then j.rs = a.payload else j.er = a.error end\n"
+    "    move(id, j, op == 'succeed' and 2 or a.cancelled == '1' and 4 or 3, now)\n"
     "    save(j)\n"
     "    return answer('ok', j)\n"
     "  end\n"
     "  if j.cx == 1 then return {'cancelled'} end\n"
-    "  j.le = now + tonumber(ARGV[4])\n"
+    "  j.le = now + a.lease\n"
     /* Any write by the lease holder keeps its queue entry fresh, so the
      * reaper's XAUTOCLAIM (entries idle for a whole lease) passes it by. */
-    "  redis.call('XCLAIM', KEYS[3], 'workers', ARGV[9], 0, j.qid, 'JUSTID')\n"
+    "  redis.call('XCLAIM', KEYS[3], 'workers', a.consumer, 0, j.qid, 'JUSTID')\n"
     "  if op == 'token' then\n"
-    "    emit(id, j, 'token', string.sub(ARGV[6], 2, -2))\n"
+    "    emit(id, j, 'token', string.sub(a.payload, 2, -2))\n"
     "  elseif op == 'progress' then\n"
-    "    j.pr = ARGV[6]\n"
+    "    j.pr = a.payload\n"
     "    j.v = j.v + 1\n"
-    "    emit(id, j, 'progress', string.sub(ARGV[6], 2, -2))\n"
+    "    emit(id, j, 'progress', string.sub(a.payload, 2, -2))\n"
     "  end\n"
     "  save(j)\n"
     "  return answer('ok', j)\n"
-    "end\n"
-    "local r = run()\n"
-    "if ARGV[11] == '' then return r end\n"
-    "return {r, claim_next(ARGV[9], ARGV[11], tonumber(ARGV[4]), now)}\n";
+    "end\n";
 
-/* ARGV: consumer, token, lease_ms, now. One round trip while there is work. */
-const char redis_lua_claim_next[] =
-    "return claim_next(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))\n";
+/* ARGV: the number of jobs, then per job: id, type, input, ttl,
+ * max_attempts, now, first event data, idempotency key ('' = none), body
+ * hash, key ttl ms. Creates them all (the creates an HTTP loop has in
+ * flight go in one call); the reply has one entry per job: {'ok'} (the
+ * caller knows the new job), {'exists', fields..., 'id', ID} for an
+ * idempotent replay, or {'mismatch'}. No PUBLISH: nothing can be waiting on
+ * a job before its id is known, and workers wait on the queue itself. */
+const char redis_lua_create[] =
+    "local function create(a)\n"
+    "  local id = a[1]\n"
+    "  local job, ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
+    /* A create retried after a lost reply finds its own job: the same answer. */
+    "  if redis.call('EXISTS', job) == 1 then return {'ok'} end\n"
+    "  if a[8] ~= '' then\n"
+    "    local prior = redis.call('GET', a[8])\n"
+    "    if prior then\n"
+    "      local hash, pid = string.match(prior, '^(%S+) (%S+)$')\n"
+    "      if hash ~= a[9] then return {'mismatch'} end\n"
+    "      local p = load('ds:{' .. pid .. '}:job')\n"
+    "      if p then local r = reply('exists', p); r[#r + 1] = 'id'; r[#r + 1] = pid; return r end\n"
+    "    end\n"
+    "    redis.call('SET', a[8], a[9] .. ' ' .. id, 'PX', a[10])\n"
+    "  end\n"
+    "  redis.call('RPUSH', ev, '1 status ' .. a[7])\n"
+    "  local qid = redis.call('XADD', KEYS[3], '*', 'id', id)\n"
+    "  redis.call('HSET', job, 'st', '0', 'v', '1', 'sq', '1', 'at', '1', 'ma', a[5], 'tk', '',\n"
+    "             'le', '0', 'cx', '0', 'cr', a[6], 'sa', '0', 'fi', '0', 'ex', '0', 'ttl', a[4],\n"
+    "             'ty', a[2], 'in', a[3], 'pr', '', 'rs', '', 'er', '', 'qid', qid)\n"
+    "  redis.call('ZADD', KEYS[4], 0, id)\n"
+    "  redis.call('ZADD', STATE[0], 0, id)\n"
+    "  return {'ok'}\n"
+    "end\n"
+    "local out = {}\n"
+    "for i = 0, tonumber(ARGV[1]) - 1 do\n"
+    "  out[i + 1] = create({unpack(ARGV, 2 + i * 10, 11 + i * 10)})\n"
+    "end\n"
+    "return out\n";
+
+/* ARGV: op, id, token, lease_ms, now, payload JSON, error JSON, '1' if the
+ * failure is a cancellation, the worker's queue consumer name, '1' to have
+ * the job's fields in the reply. */
+const char redis_lua_apply[] =
+    "return apply_op(ARGV[2], {op = ARGV[1], tk = ARGV[3], lease = tonumber(ARGV[4]),\n"
+    "                          now = tonumber(ARGV[5]), payload = ARGV[6], error = ARGV[7],\n"
+    "                          cancelled = ARGV[8], consumer = ARGV[9], doc = ARGV[10] == '1'})\n";
+
+/* ARGV: consumer, lease_ms, now, n writes, n tokens, then per write: op, id,
+ * token, payload JSON, error JSON, cancelled; then the tokens. The last
+ * writes of several jobs and the claim of up to one job per token, in one
+ * call: {{code per write}, claimed job...}. */
+const char redis_lua_settle[] =
+    "local consumer, lease, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local n, m = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local codes = {}\n"
+    "for i = 0, n - 1 do\n"
+    "  local b = 6 + i * 6\n"
+    "  codes[i + 1] = apply_op(ARGV[b + 1], {op = ARGV[b], tk = ARGV[b + 2], lease = lease,\n"
+    "                          now = now, payload = ARGV[b + 3], error = ARGV[b + 4],\n"
+    "                          cancelled = ARGV[b + 5], consumer = consumer})[1]\n"
+    "end\n"
+    "local tokens = {}\n"
+    "for i = 1, m do tokens[i] = ARGV[5 + n * 6 + i] end\n"
+    "local r = {codes}\n"
+    "for _, job in ipairs(claim_many(consumer, tokens, lease, now)) do r[#r + 1] = job end\n"
+    "return r\n";
 
 /* ARGV: id, queue entry id, token, lease_ms, now. Claims the job of one
  * queue entry of this worker's (delivered by XREADGROUP BLOCK, or left

@@ -6,7 +6,7 @@ extern const char redis_lua_prelude[];
 extern const char redis_lua_create[];
 extern const char redis_lua_apply[];
 extern const char redis_lua_claim[];
-extern const char redis_lua_claim_next[];
+extern const char redis_lua_settle[];
 extern const char redis_lua_requeue[];
 extern const char redis_lua_remove[];
 extern const char redis_lua_expire[];

@@ -8,6 +8,8 @@
  * the write is refused (DS_E_LEASE_LOST) and this worker drops the job
  * without writing anything. Idle workers block on the watch hub until a
  * status change anywhere may have queued a job (1 s at most, as a safety net).
+ * Where the store settles many jobs per round trip (Redis), claims and last
+ * writes go through the pool's dispatcher instead (dispatch.c), batched.
  *
  * Stopping: `stopping` ends claiming; running jobs may finish until
  * `drain_deadline`, after which job_ctx_* return DS_E_DRAINING and the worker
@@ -24,7 +26,9 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "job/id.h"
 #include "watch/hub.h"
+#include "worker/dispatch.h"
 #include "worker/worker.h"
 
 struct worker {
@@ -40,7 +44,8 @@ struct worker_pool {
     int n;
     struct worker *w;
     atomic_int stopping;
-    atomic_llong drain_deadline; /* monotonic ms; 0 = not draining */
+    atomic_llong drain_deadline;   /* monotonic ms; 0 = not draining */
+    struct dispatcher *dispatcher; /* NULL: each worker claims and writes itself */
 };
 
 struct job_ctx {
@@ -63,28 +68,11 @@ static bool past_drain(struct worker_pool *p)
     return d && clock_mono_ms() >= d;
 }
 
-/* A job claimed together with the last write of the one before it. */
-struct next_claim {
-    uint64_t token;
-    int rc; /* 0: job holds it; DS_E_EMPTY: none was claimed */
-    struct job job;
-};
-
-static int write_once(struct job_ctx *ctx, const struct job_op *op, struct next_claim *nc)
-{
-    if (!nc)
-        return store_apply(ctx->w->st, ctx->job->id, op, clock_now_ms(), NULL);
-    struct job_op claim = {.kind = JOB_OP_CLAIM, .token = nc->token, .lease_ms = op->lease_ms};
-    return store_finish_claim(ctx->w->st, ctx->job->id, op, &claim, clock_now_ms(), &nc->job,
-                              &nc->rc);
-}
-
-/* A write under the job's lease (with nc, the last one, which may claim the
- * next job too). While the store is unavailable it is retried for as long as
- * the lease could still be ours: a short outage of the store does not cost
- * the job its progress. */
+/* A write under the job's lease. While the store is unavailable it is
+ * retried for as long as the lease could still be ours: a short outage of the
+ * store does not cost the job its progress. */
 static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payload,
-                  const char *code, const char *message, struct next_claim *nc)
+                  const char *code, const char *message)
 {
     struct worker_pool *p = ctx->w->pool;
     struct job_op op = {.kind = kind,
@@ -93,12 +81,12 @@ static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payl
                         .payload = payload,
                         .code = code,
                         .message = message};
-    int rc = write_once(ctx, &op, nc);
+    int rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
     for (int64_t delay = 50; rc == DS_E_UNAVAILABLE; delay = delay < 1000 ? delay * 2 : 1000) {
         if (clock_mono_ms() - ctx->last_write > p->lease_ms)
             return DS_E_LEASE_LOST; /* the reaper may have handed the job on */
         sleep_ms(delay);
-        rc = write_once(ctx, &op, nc);
+        rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
     }
     if (rc == 0) {
         ctx->last_write = clock_mono_ms();
@@ -115,7 +103,7 @@ int job_ctx_progress(struct job_ctx *ctx, const char *stage, int percent, const 
         return DS_E_DRAINING;
     json_t *payload =
         json_pack("{s:s, s:i, s:s}", "stage", stage, "percent", percent, "message", message);
-    int rc = payload ? fenced(ctx, JOB_OP_PROGRESS, payload, NULL, NULL, NULL) : DS_E_NOMEM;
+    int rc = payload ? fenced(ctx, JOB_OP_PROGRESS, payload, NULL, NULL) : DS_E_NOMEM;
     json_decref(payload);
     return rc;
 }
@@ -125,7 +113,7 @@ int job_ctx_token(struct job_ctx *ctx, const char *text)
     if (past_drain(ctx->w->pool))
         return DS_E_DRAINING;
     json_t *payload = json_pack("{s:s}", "text", text);
-    int rc = payload ? fenced(ctx, JOB_OP_TOKEN, payload, NULL, NULL, NULL) : DS_E_NOMEM;
+    int rc = payload ? fenced(ctx, JOB_OP_TOKEN, payload, NULL, NULL) : DS_E_NOMEM;
     json_decref(payload);
     return rc;
 }
@@ -138,7 +126,7 @@ int job_ctx_sleep(struct job_ctx *ctx, int64_t ms)
             return DS_E_DRAINING;
         int64_t now = clock_mono_ms();
         if (now >= ctx->next_beat) {
-            int rc = fenced(ctx, JOB_OP_HEARTBEAT, NULL, NULL, NULL, NULL);
+            int rc = fenced(ctx, JOB_OP_HEARTBEAT, NULL, NULL, NULL);
             if (rc)
                 return rc;
         }
@@ -156,34 +144,45 @@ int job_ctx_attempt(const struct job_ctx *ctx)
     return ctx->job->attempts;
 }
 
-/* Writes the outcome of a run; a success or failure may claim the next job
- * in the same round trip (nc). */
-static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job_failure *fail,
-                   struct next_claim *nc)
+/* A run's outcome as the last write to make (not for a drain or a lost lease). */
+static void last_write_of(const struct job_ctx *ctx, int rc, json_t *result,
+                          const struct job_failure *fail, struct last_write *lw)
 {
-    int wrc;
+    *lw = (struct last_write){.kind = rc == 0 ? JOB_OP_SUCCEED : JOB_OP_FAIL,
+                              .token = ctx->token,
+                              .since = ctx->last_write};
+    snprintf(lw->id, sizeof lw->id, "%s", ctx->job->id);
     if (rc == 0)
-        wrc = fenced(ctx, JOB_OP_SUCCEED, result, NULL, NULL, nc);
+        lw->result = json_incref(result);
     else if (rc == -1)
-        wrc = fenced(ctx, JOB_OP_FAIL, NULL, fail->code, fail->message, nc);
+        lw->fail = *fail;
     else if (rc == DS_E_CANCELLED)
-        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "cancelled", "cancelled while running", nc);
-    else if (rc == DS_E_DRAINING)
-        wrc = fenced(ctx, JOB_OP_RELEASE, NULL, NULL, NULL, NULL);
-    else if (rc == DS_E_LEASE_LOST)
-        wrc = DS_E_LEASE_LOST;
-    else
-        wrc = fenced(ctx, JOB_OP_FAIL, NULL, "internal", ds_strerror(rc), nc);
-    if (wrc == DS_E_LEASE_LOST)
-        log_warn("job %s: lease lost to another worker; this attempt's writes are discarded",
-                 ctx->job->id);
-    else if (wrc)
-        log_error("job %s: cannot record its outcome: %s", ctx->job->id, ds_strerror(wrc));
+        lw->fail = (struct job_failure){"cancelled", "cancelled while running"};
+    else {
+        lw->fail = (struct job_failure){"internal", ""};
+        snprintf(lw->fail.message, sizeof lw->fail.message, "%s", ds_strerror(rc));
+    }
 }
 
-/* Runs a claimed job to its end. With nc (not stopping), the last write
- * also claims the next job when the store can. */
-static void run_job(struct worker *w, const struct job *job, uint64_t token, struct next_claim *nc)
+/* Writes the outcome of a run: itself, or through the dispatcher. */
+static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job_failure *fail)
+{
+    if (rc == DS_E_LEASE_LOST || rc == DS_E_DRAINING) {
+        int wrc = rc == DS_E_DRAINING ? fenced(ctx, JOB_OP_RELEASE, NULL, NULL, NULL) : rc;
+        last_write_log(ctx->job->id, wrc);
+        return;
+    }
+    struct last_write lw;
+    last_write_of(ctx, rc, result, fail, &lw);
+    struct dispatcher *d = ctx->w->pool->dispatcher;
+    if (d && dispatcher_take_write(d, &lw))
+        return;
+    int wrc = fenced(ctx, lw.kind, lw.result, lw.fail.code, lw.fail.message);
+    last_write_log(lw.id, wrc);
+    json_decref(lw.result);
+}
+
+static void run_job(struct worker *w, const struct job *job, uint64_t token)
 {
     int64_t now = clock_mono_ms();
     struct job_ctx ctx = {w, job, token, now + w->pool->lease_ms / 3, now};
@@ -197,16 +196,8 @@ static void run_job(struct worker *w, const struct job *job, uint64_t token, str
         snprintf(fail.code, sizeof fail.code, "unknown_type");
         snprintf(fail.message, sizeof fail.message, "no worker knows job type '%s'", job->type);
     }
-    finish(&ctx, rc, result, &fail, atomic_load(&w->pool->stopping) ? NULL : nc);
+    finish(&ctx, rc, result, &fail);
     json_decref(result);
-}
-
-static uint64_t new_token(void)
-{
-    uint64_t t = 0;
-    while (t == 0 || t > INT64_MAX) /* stored as a signed 64-bit integer */
-        randombytes_buf(&t, sizeof t);
-    return t;
 }
 
 /* After a failed claim: says so once per outage, waits 100 ms doubling to 2 s. */
@@ -219,51 +210,48 @@ static void back_off(int rc, int *last_rc, int64_t *delay_ms)
     *delay_ms = *delay_ms < 1000 ? *delay_ms * 2 : 2000;
 }
 
-/* Claims a job, waiting for one a while: 0, DS_E_EMPTY, or an error after
- * which it backed off. */
-static int claim(struct worker *w, uint64_t token, struct job *job, int *last_rc, int64_t *delay_ms)
+/* A worker that claims for itself. */
+static void claim_and_run(struct worker *w)
 {
     struct worker_pool *p = w->pool;
-    struct job_op op = {.kind = JOB_OP_CLAIM, .token = token, .lease_ms = p->lease_ms};
-    int rc = store_claim(w->st, &op, clock_now_ms(), job);
-    if (rc && rc != DS_E_EMPTY) {
-        back_off(rc, last_rc, delay_ms);
-        return rc;
+    int last_rc = 0;
+    int64_t delay_ms = 100;
+    while (!atomic_load(&p->stopping)) {
+        struct job job;
+        struct job_op op = {
+            .kind = JOB_OP_CLAIM, .token = job_lease_token_new(), .lease_ms = p->lease_ms};
+        int rc = store_claim(w->st, &op, clock_now_ms(), &job);
+        if (rc && rc != DS_E_EMPTY) {
+            back_off(rc, &last_rc, &delay_ms);
+            continue;
+        }
+        if (last_rc)
+            log_info("worker: claiming jobs again");
+        last_rc = 0;
+        delay_ms = 100;
+        if (rc == DS_E_EMPTY) {
+            if (!w->st->ops->claim_waits)
+                watch_hub_wait_work(p->hub, 1000);
+            continue;
+        }
+        watch_hub_kick(p->hub);
+        run_job(w, &job, op.token);
+        job_clear(&job);
     }
-    if (*last_rc)
-        log_info("worker: claiming jobs again");
-    *last_rc = 0;
-    *delay_ms = 100;
-    if (rc == DS_E_EMPTY && !w->st->ops->claim_waits)
-        watch_hub_wait_work(p->hub, 1000);
-    return rc;
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct worker_pool *p = w->pool;
-    int last_rc = 0;
-    int64_t delay_ms = 100;
-    struct next_claim nc = {.rc = DS_E_EMPTY};
-    while (!atomic_load(&p->stopping)) {
-        struct job job;
-        uint64_t token = nc.token;
-        if (nc.rc == 0) { /* claimed with the last write */
-            job = nc.job;
-        } else if (claim(w, token = new_token(), &job, &last_rc, &delay_ms)) {
-            continue;
+    struct dispatcher *d = w->pool->dispatcher;
+    struct job job;
+    if (!d)
+        claim_and_run(w);
+    else
+        while (dispatcher_next_job(d, &job) == 0) {
+            run_job(w, &job, job.lease_token);
+            job_clear(&job);
         }
-        watch_hub_kick(p->hub);
-        nc = (struct next_claim){.token = new_token(), .rc = DS_E_EMPTY};
-        run_job(w, &job, token, &nc);
-        job_clear(&job);
-    }
-    if (nc.rc == 0) { /* claimed as the pool stopped: hand it back at once */
-        struct job_ctx ctx = {w, &nc.job, nc.token, 0, clock_mono_ms()};
-        fenced(&ctx, JOB_OP_RELEASE, NULL, NULL, NULL, NULL);
-        job_clear(&nc.job);
-    }
     return NULL;
 }
 
@@ -281,8 +269,10 @@ struct worker_pool *worker_pool_start(const struct config *cfg, struct watch_hub
         struct worker *w = &p->w[p->n];
         const char *why = NULL;
         w->pool = p;
-        if (store_open(cfg->store, &w->st, &why) ||
-            pthread_create(&w->thread, NULL, worker_main, w)) {
+        int rc = store_open(cfg->store, &w->st, &why);
+        if (!rc && p->n == 0 && store_can_settle(w->st))
+            rc = !(p->dispatcher = dispatcher_start(cfg->store, p->lease_ms, n));
+        if (rc || pthread_create(&w->thread, NULL, worker_main, w)) {
             log_error("worker: cannot start: %s", why ? why : "no thread");
             store_close(w->st);
             worker_pool_stop(p, 0);
@@ -299,10 +289,12 @@ void worker_pool_stop(struct worker_pool *p, int drain_ms)
     atomic_store(&p->drain_deadline, clock_mono_ms() + drain_ms);
     atomic_store(&p->stopping, 1);
     watch_hub_wake_workers(p->hub);
+    dispatcher_wake_all(p->dispatcher);
     for (int i = 0; i < p->n; i++) {
         pthread_join(p->w[i].thread, NULL);
         store_close(p->w[i].st);
     }
+    dispatcher_stop(p->dispatcher);
     free(p->w);
     free(p);
 }

@@ -206,6 +206,34 @@ test('Redis down for 5 s under load: 503s, no crash, no accepted job lost, full 
   }
 });
 
+test('creates sent together on Redis: each gets its own job; one Idempotency-Key gets one job', async () => {
+  await withRedis([{ name: 'A', workers: 0 }], async ([a]) => {
+    // Fired at once, many of these share one create call on the loop.
+    const body = { type: 'sleep', input: { steps: 1, step_ms: 1 } };
+    const plain = await Promise.all(Array.from({ length: 200 }, () => createJob(a.url, body)));
+    assert.deepEqual([...new Set(plain.map((r) => r.res.status))], [202]);
+    assert.equal(new Set(plain.map((r) => r.json.id)).size, 200);
+    for (const { res, json } of plain) assert.equal(res.headers.get('location'), `/v1/jobs/${json.id}`);
+    const keyed = await Promise.all(Array.from({ length: 50 },
+      () => createJob(a.url, body, { 'Idempotency-Key': 'batch-1' })));
+    const ids = new Set(keyed.map((r) => r.json.id));
+    assert.equal(ids.size, 1, 'one job for the key');
+    assert.deepEqual(keyed.map((r) => r.res.status).sort(), [...Array(49).fill(200), 202]);
+    const other = await createJob(a.url, { ...body, input: { steps: 2, step_ms: 1 } },
+      { 'Idempotency-Key': 'batch-1' });
+    assert.equal(other.res.status, 422);
+    assert.match(other.json.detail, /batch-1/);
+    let listed = 0;
+    for (let cursor = ''; ;) {
+      const page = await (await fetch(`${a.url}/v1/jobs?status=queued&limit=100${cursor}`)).json();
+      listed += page.jobs.length;
+      if (!page.next_cursor) break;
+      cursor = `&cursor=${page.next_cursor}`;
+    }
+    assert.equal(listed, 201, 'every job is stored once');
+  });
+});
+
 test('cancellation requested on one instance stops a job running in a worker on another', async () => {
   await withRedis([{ name: 'api', workers: 0 }, { name: 'W', role: 'worker', workers: 1 }], async ([api]) => {
     const { json } = await createJob(api.url, { type: 'sleep', input: { steps: 100, step_ms: 100 } });
