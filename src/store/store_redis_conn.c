@@ -60,13 +60,20 @@ static void build_scripts(void)
     }
 }
 
-void redis_drop(struct redis_store *s, const char *why)
+/* Says once per outage (per process) that Redis is gone. */
+static void outage(struct redis_store *s, const char *why)
 {
-    if (s->c && !atomic_exchange(&outage_logged, 1))
+    if (!atomic_exchange(&outage_logged, 1))
         log_warn("redis %s:%d: connection lost (%s); answering 503 until it is back", s->host,
                  s->port, why);
-    if (s->c)
+}
+
+void redis_drop(struct redis_store *s, const char *why)
+{
+    if (s->c) {
+        outage(s, why);
         redisFree(s->c);
+    }
     s->c = NULL;
 }
 
@@ -139,41 +146,32 @@ static redisReply *answer(redisReply *r)
     return NULL;
 }
 
-/* Runs a command given as argv; NULL when Redis is unavailable. A command
- * that fails on a connection made earlier is tried once more on a new one:
- * after a Redis restart every idle connection is stale, and that is no reason
- * to fail a request. Caller frees the reply. */
-redisReply *redis_cmd(struct redis_store *s, int argc, const char **argv, const size_t *lens)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        bool fresh = !s->c;
-        if (redis_ensure(s))
-            return NULL;
-        redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
-        if (r)
-            return answer(r);
-        redis_drop(s, s->c->errstr);
-        if (fresh)
-            return NULL;
-        s->retry_at = 0;
-    }
-    return NULL;
-}
-
-/* Sends a command formatted by hiredis, retried like redis_cmd(). */
+/* Sends a command formatted by hiredis and reads its reply; NULL when Redis
+ * is unavailable. A command that fails on a connection made earlier is tried
+ * once more on a new one: after a Redis restart every idle connection is
+ * stale, and that is neither a reason to fail a request nor an outage to
+ * log. Caller frees the reply. */
 static redisReply *send_formatted(struct redis_store *s, const char *cmd, size_t len)
 {
+    char why[128] = "";
     for (int attempt = 0; attempt < 2; attempt++) {
         bool fresh = !s->c;
-        if (redis_ensure(s))
+        if (redis_ensure(s)) {
+            if (*why) /* the stale connection's retry cannot connect either */
+                outage(s, why);
             return NULL;
+        }
         void *r = NULL;
         if (redisAppendFormattedCommand(s->c, cmd, len) == REDIS_OK &&
             redisGetReply(s->c, &r) == REDIS_OK)
             return answer(r);
-        redis_drop(s, s->c->errstr);
-        if (fresh)
+        snprintf(why, sizeof why, "%s", s->c->errstr);
+        if (fresh) {
+            redis_drop(s, why);
             return NULL;
+        }
+        redisFree(s->c); /* stale: quietly, a new one is tried next */
+        s->c = NULL;
         s->retry_at = 0;
     }
     return NULL;
@@ -290,30 +288,16 @@ int redis_parse_location(struct redis_store *s, const char *loc)
     return 0;
 }
 
-/* A command from a format; NULL when unavailable (retried like redis_cmd()). */
+/* A command from a format; NULL when unavailable (retried like send_formatted()). */
 redisReply *redis_fmt(struct redis_store *s, const char *format, ...)
 {
     va_list ap;
     va_start(ap, format);
-    redisReply *r = NULL;
-    for (int attempt = 0; attempt < 2 && !r; attempt++) {
-        bool fresh = !s->c;
-        if (redis_ensure(s))
-            break;
-        va_list again;
-        va_copy(again, ap);
-        r = redisvCommand(s->c, format, again);
-        va_end(again);
-        if (r) {
-            r = answer(r);
-            break;
-        }
-        redis_drop(s, s->c->errstr);
-        if (fresh)
-            break;
-        s->retry_at = 0;
-    }
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, format, ap);
     va_end(ap);
+    redisReply *r = len > 0 ? send_formatted(s, cmd, (size_t)len) : NULL;
+    redisFreeCommand(cmd);
     return r;
 }
 

@@ -47,9 +47,8 @@ int redis_ensure(struct redis_store *s);
 /* Drops the connection, logging the outage once per process. */
 void redis_drop(struct redis_store *s, const char *why);
 
-/* A command as argv, or from a format; the reply (caller frees), or NULL
- * when Redis is unavailable. */
-redisReply *redis_cmd(struct redis_store *s, int argc, const char **argv, const size_t *lens);
+/* A command from a format; the reply (caller frees), or NULL when Redis is
+ * unavailable. A failure on a stale connection is retried once on a new one. */
 redisReply *redis_fmt(struct redis_store *s, const char *format, ...);
 
 /* EVALSHA of a script on the job id's keys (plus extra_key), with nargs

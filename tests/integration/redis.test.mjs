@@ -234,6 +234,27 @@ test('creates sent together on Redis: each gets its own job; one Idempotency-Key
   });
 });
 
+test('SIGTERM on Redis: running jobs are handed back at the drain deadline and finish elsewhere', async () => {
+  await withRedis([{ name: 'A', workers: 4, args: ['--drain-seconds', '1'] }], async ([a], redis) => {
+    const body = { type: 'sleep', input: { steps: 10, step_ms: 300 } };
+    const jobs = [(await createJob(a.url, body)).json, (await createJob(a.url, body)).json];
+    for (const j of jobs) await waitStarted(a, j.id);
+    const quick = (await createJob(a.url, { type: 'sleep', input: { steps: 1, step_ms: 1 } })).json;
+    assert.equal((await waitTerminal(a.url, quick.id)).status, 'succeeded');
+    await stopServer(a); // SIGTERM; must exit 0 within the drain
+    const b = await startServer({ store: redis.url, name: 'B', workers: 2 });
+    try {
+      for (const j of jobs) {
+        const done = await waitTerminal(b.url, j.id);
+        assert.equal(done.status, 'succeeded');
+        assert.equal(done.attempts, 1, 'handed back on drain: not a failed attempt');
+      }
+    } finally {
+      await stopServer(b);
+    }
+  });
+});
+
 test('cancellation requested on one instance stops a job running in a worker on another', async () => {
   await withRedis([{ name: 'api', workers: 0 }, { name: 'W', role: 'worker', workers: 1 }], async ([api]) => {
     const { json } = await createJob(api.url, { type: 'sleep', input: { steps: 100, step_ms: 100 } });
