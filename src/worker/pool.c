@@ -35,6 +35,7 @@ struct worker {
     struct worker_pool *pool;
     pthread_t thread;
     store *st;
+    struct dispatcher *dispatcher; /* NULL: it claims and writes itself */
 };
 
 struct worker_pool {
@@ -44,9 +45,15 @@ struct worker_pool {
     int n;
     struct worker *w;
     atomic_int stopping;
-    atomic_llong drain_deadline;   /* monotonic ms; 0 = not draining */
-    struct dispatcher *dispatcher; /* NULL: each worker claims and writes itself */
+    atomic_llong drain_deadline;     /* monotonic ms; 0 = not draining */
+    struct dispatcher **dispatchers; /* one per GROUP workers, where the store settles */
+    int n_dispatchers;
 };
+
+/* Workers per dispatcher: one round trip in flight per group, so that one
+ * group's trip overlaps another's (Redis is busy with one while the other's
+ * workers run their jobs). */
+#define GROUP 16
 
 struct job_ctx {
     struct worker *w;
@@ -174,7 +181,7 @@ static void finish(struct job_ctx *ctx, int rc, json_t *result, const struct job
     }
     struct last_write lw;
     last_write_of(ctx, rc, result, fail, &lw);
-    struct dispatcher *d = ctx->w->pool->dispatcher;
+    struct dispatcher *d = ctx->w->dispatcher;
     if (d && dispatcher_take_write(d, &lw))
         return;
     int wrc = fenced(ctx, lw.kind, lw.result, lw.fail.code, lw.fail.message);
@@ -243,7 +250,7 @@ static void claim_and_run(struct worker *w)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct dispatcher *d = w->pool->dispatcher;
+    struct dispatcher *d = w->dispatcher;
     struct job job;
     if (!d)
         claim_and_run(w);
@@ -255,10 +262,22 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Starts the dispatcher of the next group of workers. 0 or -1. */
+static int start_dispatcher(struct worker_pool *p, int workers)
+{
+    struct dispatcher *d = dispatcher_start(p->cfg->store, p->lease_ms, workers);
+    if (d)
+        p->dispatchers[p->n_dispatchers++] = d;
+    return d ? 0 : -1;
+}
+
 struct worker_pool *worker_pool_start(const struct config *cfg, struct watch_hub *hub, int n)
 {
     struct worker_pool *p = calloc(1, sizeof *p);
-    if (!p || !(p->w = calloc((size_t)(n ? n : 1), sizeof *p->w))) {
+    if (!p || !(p->w = calloc((size_t)(n ? n : 1), sizeof *p->w)) ||
+        !(p->dispatchers = calloc((size_t)(n / GROUP + 1), sizeof *p->dispatchers))) {
+        if (p)
+            free(p->w);
         free(p);
         return NULL;
     }
@@ -270,8 +289,9 @@ struct worker_pool *worker_pool_start(const struct config *cfg, struct watch_hub
         const char *why = NULL;
         w->pool = p;
         int rc = store_open(cfg->store, &w->st, &why);
-        if (!rc && p->n == 0 && store_can_settle(w->st))
-            rc = !(p->dispatcher = dispatcher_start(cfg->store, p->lease_ms, n));
+        if (!rc && p->n % GROUP == 0 && store_can_settle(w->st))
+            rc = start_dispatcher(p, n - p->n < GROUP ? n - p->n : GROUP);
+        w->dispatcher = p->n_dispatchers ? p->dispatchers[p->n_dispatchers - 1] : NULL;
         if (rc || pthread_create(&w->thread, NULL, worker_main, w)) {
             log_error("worker: cannot start: %s", why ? why : "no thread");
             store_close(w->st);
@@ -289,12 +309,15 @@ void worker_pool_stop(struct worker_pool *p, int drain_ms)
     atomic_store(&p->drain_deadline, clock_mono_ms() + drain_ms);
     atomic_store(&p->stopping, 1);
     watch_hub_wake_workers(p->hub);
-    dispatcher_wake_all(p->dispatcher);
+    for (int i = 0; i < p->n_dispatchers; i++)
+        dispatcher_wake_all(p->dispatchers[i]);
     for (int i = 0; i < p->n; i++) {
         pthread_join(p->w[i].thread, NULL);
         store_close(p->w[i].st);
     }
-    dispatcher_stop(p->dispatcher);
+    for (int i = 0; i < p->n_dispatchers; i++)
+        dispatcher_stop(p->dispatchers[i]);
+    free(p->dispatchers);
     free(p->w);
     free(p);
 }

@@ -420,6 +420,55 @@ static void finished_jobs_expire(void **state)
     assert_int_equal(ev.n, 0);
 }
 
+/* Where the store settles in batches: last writes and claims in one call,
+ * each write fenced on its own, never more claims than tokens. */
+static void settle_writes_and_claims(void **state)
+{
+    struct fixture *f = *state;
+    if (!store_can_settle(f->st))
+        skip();
+    char a[JOB_ID_SIZE], b[JOB_ID_SIZE], got[JOB_ID_SIZE];
+    create(f, a, 3);
+    create(f, b, 3);
+    assert_int_equal(claim(f, 11, 1000, got), 0);
+    assert_string_equal(got, a);
+    assert_int_equal(claim(f, 12, 1000, got), 0);
+    for (int i = 0; i < 3; i++)
+        create(f, got, 3);
+    json_t *result = json_pack("{s:b}", "ok", 1);
+    struct store_write w[2] = {
+        {a, {.kind = JOB_OP_SUCCEED, .token = 11, .lease_ms = 1000, .payload = result}},
+        {b, {.kind = JOB_OP_SUCCEED, .token = 99, .lease_ms = 1000, .payload = result}}};
+    int rcs[2];
+    uint64_t tokens[2] = {21, 22};
+    struct job claimed[2];
+    size_t n = 9;
+    assert_int_equal(store_settle(f->st, w, 2, rcs, tokens, 2, 1000, f->now, claimed, &n), 0);
+    assert_int_equal(rcs[0], 0);
+    assert_int_equal(rcs[1], DS_E_LEASE_LOST); /* b is 12's, not 99's */
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(claimed[i].lease_token, tokens[i]);
+        assert_int_equal(claimed[i].state, JOB_RUNNING);
+        assert_non_null(claimed[i].input);
+        job_clear(&claimed[i]);
+    }
+    struct store_doc doc = {0};
+    assert_int_equal(store_get(f->st, a, &doc), 0);
+    assert_int_equal(doc.state, JOB_SUCCEEDED);
+    store_doc_clear(&doc);
+    assert_int_equal(store_get(f->st, b, &doc), 0);
+    assert_int_equal(doc.state, JOB_RUNNING);
+    store_doc_clear(&doc);
+    /* One job is left: two tokens claim one; then none. */
+    assert_int_equal(store_settle(f->st, NULL, 0, rcs, tokens, 2, 1000, f->now, claimed, &n), 0);
+    assert_int_equal(n, 1);
+    job_clear(&claimed[0]);
+    assert_int_equal(store_settle(f->st, NULL, 0, rcs, tokens, 2, 1000, f->now, claimed, &n), 0);
+    assert_int_equal(n, 0);
+    json_decref(result);
+}
+
 #define CASES(fx)                                                                                  \
     cmocka_unit_test_prestate_setup_teardown(create_and_get, setup, teardown, fx),                 \
         cmocka_unit_test_prestate_setup_teardown(idempotency_key, setup, teardown, fx),            \
@@ -433,7 +482,8 @@ static void finished_jobs_expire(void **state)
         cmocka_unit_test_prestate_setup_teardown(list_pages_newest_first, setup, teardown, fx),    \
         cmocka_unit_test_prestate_setup_teardown(changes_feed_sees_other_handles, setup, teardown, \
                                                  fx),                                              \
-        cmocka_unit_test_prestate_setup_teardown(finished_jobs_expire, setup, teardown, fx)
+        cmocka_unit_test_prestate_setup_teardown(finished_jobs_expire, setup, teardown, fx),       \
+        cmocka_unit_test_prestate_setup_teardown(settle_writes_and_claims, setup, teardown, fx)
 
 /* Starts a private redis-server on a free port; returns its pid. */
 static pid_t start_redis(void)
