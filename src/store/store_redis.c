@@ -198,21 +198,22 @@ void redis_create_args_clear(struct redis_create_args *a)
 }
 
 char *redis_create_command(const struct redis_store *s, struct redis_create_args *const *jobs,
-                           size_t n, size_t *len)
+                           size_t n, bool resend, size_t *len)
 {
-    const char **argv = malloc((1 + 10 * n) * sizeof *argv);
+    const char **argv = malloc((2 + 10 * n) * sizeof *argv);
     char count[24];
     if (!argv)
         return NULL;
     snprintf(count, sizeof count, "%zu", n);
     argv[0] = count;
+    argv[1] = resend ? "1" : "0";
     for (size_t i = 0; i < n; i++) {
         const struct redis_create_args *a = jobs[i];
         const char *v[] = {a->id,  a->type,  a->input,    a->ttl,  a->ma,
                            a->now, a->event, a->idem_key, a->hash, a->idem_ms};
-        memcpy(argv + 1 + 10 * i, v, sizeof v);
+        memcpy(argv + 2 + 10 * i, v, sizeof v);
     }
-    char *cmd = redis_format_script(s, S_CREATE, "-", NULL, (int)(1 + 10 * n), argv, len);
+    char *cmd = redis_format_script(s, S_CREATE, "-", NULL, (int)(2 + 10 * n), argv, len);
     free(argv);
     return cmd;
 }
@@ -240,7 +241,8 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
     size_t len;
     char *cmd = NULL;
     int rc = redis_create_args(&a, job, ev, idem);
-    if (!rc && !(cmd = redis_create_command(s, &one, 1, &len)))
+    /* a resend: the connection layer sends it again if a reply is lost */
+    if (!rc && !(cmd = redis_create_command(s, &one, 1, true, &len)))
         rc = DS_E_NOMEM;
     if (!rc) {
         redisReply *r = redis_run_formatted(s, cmd, len);
@@ -496,7 +498,7 @@ static int rd_settle(store *st, const struct store_write *w, size_t n, int *rcs,
         rcs[i] = code->type == REDIS_REPLY_STRING ? redis_code_rc(code->str) : DS_E_IO;
     }
     for (size_t j = 1; j < r->elements; j++)
-        if (claim_reply(r->element[j], tokens[*n_claimed], &claimed[*n_claimed]) == 0)
+        if (claim_reply(r->element[j], tokens[j - 1], &claimed[*n_claimed]) == 0)
             ++*n_claimed;
     freeReplyObject(r);
     return 0;
@@ -812,13 +814,15 @@ static int rd_counts(store *st, int64_t counts[JOB_N_STATES])
     return 0;
 }
 
-/* Delivers one pub/sub message "ID EVENT" to fn. */
+/* Delivers one pub/sub message, a line "ID EVENT" per change, to fn. */
 static void deliver(const redisReply *m, store_change_fn fn, void *arg)
 {
     if (m->type != REDIS_REPLY_ARRAY || m->elements != 3 || strcmp(m->element[0]->str, "message"))
         return;
     char id[JOB_ID_SIZE], name[16];
-    if (sscanf(m->element[2]->str, "%60s %15s", id, name) == 2)
+    int used = 0;
+    for (const char *line = m->element[2]->str; sscanf(line, "%60s %15s%n", id, name, &used) == 2;
+         line += used)
         fn(id, name, arg);
 }
 

@@ -8,9 +8,10 @@
  * gathered for one pass of the loop and sent as one call of the create
  * script (a flush event, activated by the first create of a pass, runs after
  * the requests already read): Redis then pays its fixed cost per script
- * call once per pass instead of once per job. The command is kept until its
- * reply: if the connection breaks first, it is sent again on the
- * synchronous connection, and the script finds any job it already made.
+ * call once per pass instead of once per job. The jobs' arguments are kept
+ * until the reply: if the connection breaks first, they are sent again on
+ * the synchronous connection, marked as a resend, so the script looks for
+ * any job it already made.
  *
  * Anything the asynchronous connection cannot do (not connected, an error
  * such as LOADING or NOSCRIPT after a Redis restart) is done synchronously,
@@ -142,9 +143,18 @@ struct create_batch {
     struct redis_store *s;
     struct async_create **jobs; /* owned, and each of them */
     size_t n;
-    char *cmd; /* owned (redisFreeCommand) */
-    size_t len;
 };
+
+/* The batch's command (redisFreeCommand() it), or NULL. */
+static char *batch_command(const struct create_batch *b, bool resend, size_t *len)
+{
+    struct redis_create_args **args = malloc(b->n * sizeof *args);
+    for (size_t i = 0; args && i < b->n; i++)
+        args[i] = &b->jobs[i]->args;
+    char *cmd = args ? redis_create_command(b->s, args, b->n, resend, len) : NULL;
+    free(args);
+    return cmd;
+}
 
 static void async_create_free(struct async_create *a)
 {
@@ -165,17 +175,22 @@ static void batch_done(struct create_batch *b, const redisReply *r)
         async_create_free(a);
     }
     free(b->jobs);
-    redisFreeCommand(b->cmd);
     free(b);
 }
 
+/* The reply to the batch; without one, the batch goes again synchronously,
+ * as a resend (any of its jobs may have been made). */
 static void batch_replied(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct create_batch *b = privdata;
     redisReply *own = NULL, *r = reply;
     (void)ac;
-    if (redo(r) && b->cmd) /* the synchronous path copes */
-        r = own = b->s->closing ? NULL : redis_run_formatted(b->s, b->cmd, b->len);
+    if (redo(r) && !b->s->closing) {
+        size_t len;
+        char *cmd = batch_command(b, true, &len);
+        r = own = cmd ? redis_run_formatted(b->s, cmd, len) : NULL;
+        redisFreeCommand(cmd);
+    }
     batch_done(b, r);
     freeReplyObject(own);
 }
@@ -197,15 +212,13 @@ static void flush_creates(evutil_socket_t fd, short what, void *arg)
     *b = (struct create_batch){.s = s, .jobs = s->creates, .n = s->n_creates};
     s->creates = NULL;
     s->n_creates = s->cap_creates = 0;
-    struct redis_create_args **args = malloc(b->n * sizeof *args);
-    for (size_t i = 0; args && i < b->n; i++)
-        args[i] = &b->jobs[i]->args;
-    b->cmd = args ? redis_create_command(s, args, b->n, &b->len) : NULL;
-    free(args);
-    if (b->cmd && async_ensure(s) == 0 &&
-        redisAsyncFormattedCommand(s->ac, batch_replied, b, b->cmd, b->len) == REDIS_OK)
-        return;
-    batch_replied(NULL, NULL, b); /* synchronously, or DS_E_NOMEM without a command */
+    size_t len;
+    char *cmd = batch_command(b, false, &len);
+    int sent = cmd && async_ensure(s) == 0 &&
+               redisAsyncFormattedCommand(s->ac, batch_replied, b, cmd, len) == REDIS_OK;
+    redisFreeCommand(cmd); /* hiredis copied it */
+    if (!sent)
+        batch_replied(NULL, NULL, b); /* synchronously */
 }
 
 static int gather(struct redis_store *s, struct async_create *a)

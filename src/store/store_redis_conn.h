@@ -104,9 +104,10 @@ struct redis_create_args {
 int redis_create_args(struct redis_create_args *a, const struct job *job,
                       const struct job_events *ev, const struct store_idem *idem);
 void redis_create_args_clear(struct redis_create_args *a);
-/* The create script's command for n jobs (redisFreeCommand() it), or NULL. */
+/* The create script's command for n jobs (redisFreeCommand() it), or NULL.
+ * resend: the jobs may exist already (a reply was lost), so look first. */
 char *redis_create_command(const struct redis_store *s, struct redis_create_args *const *jobs,
-                           size_t n, size_t *len);
+                           size_t n, bool resend, size_t *len);
 /* The outcome of job i of n in the create script's reply r: 0 (the caller
  * has the new job), DS_E_EXISTS with *out the existing one, or why not. */
 int redis_create_outcome(const redisReply *r, size_t i, size_t n, const char *id,

@@ -1,6 +1,7 @@
 /* The Lua scripts of the redis:// backend. Each state change is one script:
  * atomic, fenced by the lease token, bumping `version`, appending to the
- * job's event list and publishing the change on ds:changes in one step.
+ * job's event list and publishing the change on ds:changes in one step (one
+ * message per call, a line "ID EVENT" per change).
  *
  * DESIGN
  * The scripts mirror job_apply() in src/job/job.c; the transition table is
@@ -68,13 +69,21 @@ const char redis_lua_prelude[] =
     "  DIRTY = {}\n"
     "  if #args > 0 then redis.call('HSET', K.job, unpack(args)) end\n"
     "end\n"
+    /* PUB: the changes this call made, "ID EVENT" each; done() publishes
+     * them on ds:changes in one message as the script returns r. */
+    "local PUB = {}\n"
+    "local function publish(id, name) PUB[#PUB + 1] = id .. ' ' .. name end\n"
+    "local function done(r)\n"
+    "  if #PUB > 0 then redis.call('PUBLISH', 'ds:changes', table.concat(PUB, '\\n')) end\n"
+    "  return r\n"
+    "end\n"
     /* Appends an event whose data is {"job_id","version", <fields>} and publishes it. */
     "local function emit(id, j, name, fields)\n"
     "  j.sq = j.sq + 1\n"
     "  local data = '{\"job_id\":\"' .. id .. '\",\"version\":' .. D(j.v) .. ',' .. fields .. '}'\n"
     "  redis.call('RPUSH', K.ev, D(j.sq) .. ' ' .. name .. ' ' .. data)\n"
     "  if j.sq > 1000 and j.sq % 100 == 0 then redis.call('LTRIM', K.ev, -1000, -1) end\n"
-    "  redis.call('PUBLISH', 'ds:changes', id .. ' ' .. name)\n"
+    "  publish(id, name)\n"
     "end\n"
     "local function emit_status(id, j)\n"
     "  emit(id, j, 'status', '\"status\":\"' .. NAMES[j.st] .. '\",\"attempts\":' .. D(j.at))\n"
@@ -108,7 +117,7 @@ const char redis_lua_prelude[] =
      * job_terminal_event() in C, and a client resuming from older gets a
      * snapshot first. */
     "  j.sq = j.sq + 1\n"
-    "  redis.call('PUBLISH', 'ds:changes', id .. ' ' .. (to == 2 and 'result' or 'error'))\n"
+    "  publish(id, to == 2 and 'result' or 'error')\n"
     "  j.tk, j.le, j.qid = '', 0, ''\n"
     "  redis.call('DEL', K.ev)\n"
     "  redis.call('ZADD', KEYS[5], D(j.ex), id)\n"
@@ -202,9 +211,10 @@ const char redis_lua_prelude[] =
     "  return answer('ok', j)\n"
     "end\n";
 
-/* ARGV: the number of jobs, then per job: id, type, input, ttl,
- * max_attempts, now, first event data, idempotency key ('' = none), body
- * hash, key ttl ms. Creates them all (the creates an HTTP loop has in
+/* ARGV: the number of jobs, '1' if this is a resend (the jobs may exist
+ * already), then per job: id, type, input, ttl, max_attempts, now, first
+ * event data, idempotency key ('' = none), body hash, key ttl ms. Creates
+ * them all (the creates an HTTP loop has in
  * flight go in one call); the reply has one entry per job: {'ok'} (the
  * caller knows the new job), {'exists', fields..., 'id', ID} for an
  * idempotent replay, or {'mismatch'}. No PUBLISH: nothing can be waiting on
@@ -213,8 +223,9 @@ const char redis_lua_create[] =
     "local function create(a)\n"
     "  local id = a[1]\n"
     "  local job, ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
-    /* A create retried after a lost reply finds its own job: the same answer. */
-    "  if redis.call('EXISTS', job) == 1 then return {'ok'} end\n"
+    /* A create sent again after a lost reply finds its own job: the same
+     * answer. (A first send cannot: its ids are new.) */
+    "  if ARGV[2] == '1' and redis.call('EXISTS', job) == 1 then return {'ok'} end\n"
     "  if a[8] ~= '' then\n"
     "    local prior = redis.call('GET', a[8])\n"
     "    if prior then\n"
@@ -236,7 +247,7 @@ const char redis_lua_create[] =
     "end\n"
     "local out = {}\n"
     "for i = 0, tonumber(ARGV[1]) - 1 do\n"
-    "  out[i + 1] = create({unpack(ARGV, 2 + i * 10, 11 + i * 10)})\n"
+    "  out[i + 1] = create({unpack(ARGV, 3 + i * 10, 12 + i * 10)})\n"
     "end\n"
     "return out\n";
 
@@ -244,9 +255,10 @@ const char redis_lua_create[] =
  * failure is a cancellation, the worker's queue consumer name, '1' to have
  * the job's fields in the reply. */
 const char redis_lua_apply[] =
-    "return apply_op(ARGV[2], {op = ARGV[1], tk = ARGV[3], lease = tonumber(ARGV[4]),\n"
-    "                          now = tonumber(ARGV[5]), payload = ARGV[6], error = ARGV[7],\n"
-    "                          cancelled = ARGV[8], consumer = ARGV[9], doc = ARGV[10] == '1'})\n";
+    "return done(apply_op(ARGV[2], {op = ARGV[1], tk = ARGV[3], lease = tonumber(ARGV[4]),\n"
+    "                               now = tonumber(ARGV[5]), payload = ARGV[6], error = ARGV[7],\n"
+    "                               cancelled = ARGV[8], consumer = ARGV[9],\n"
+    "                               doc = ARGV[10] == '1'}))\n";
 
 /* ARGV: consumer, lease_ms, now, n writes, n tokens, then per write: op, id,
  * token, payload JSON, error JSON, cancelled; then the tokens. The last
@@ -266,7 +278,7 @@ const char redis_lua_settle[] =
     "for i = 1, m do tokens[i] = ARGV[5 + n * 6 + i] end\n"
     "local r = {codes}\n"
     "for _, job in ipairs(claim_many(consumer, tokens, lease, now)) do r[#r + 1] = job end\n"
-    "return r\n";
+    "return done(r)\n";
 
 /* ARGV: id, queue entry id, token, lease_ms, now. Claims the job of one
  * queue entry of this worker's (delivered by XREADGROUP BLOCK, or left
@@ -291,7 +303,8 @@ const char redis_lua_claim[] =
     "j.le = now + tonumber(ARGV[4])\n"
     "move(id, j, 1, now)\n"
     "save(j)\n"
-    "return {'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr), D(j.ttl)}\n";
+    "return done({'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr),\n"
+    "             D(j.ttl)})\n";
 
 /* ARGV: id, queue entry id, now. A queue entry idle past the lease: its
  * worker is gone. */
@@ -310,12 +323,12 @@ const char redis_lua_requeue[] =
     "\"the worker running this job stopped and no attempts are left\"}'\n"
     "  move(id, j, 3, now)\n"
     "  save(j)\n"
-    "  return {'failed'}\n"
+    "  return done({'failed'})\n"
     "end\n"
     "j.at = j.at + 1\n"
     "move(id, j, 0, now)\n"
     "save(j)\n"
-    "return {'requeued'}\n";
+    "return done({'requeued'})\n";
 
 /* ARGV: id. Forgets a finished job. */
 const char redis_lua_remove[] =

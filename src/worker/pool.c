@@ -15,7 +15,6 @@
  * `drain_deadline`, after which job_ctx_* return DS_E_DRAINING and the worker
  * releases the lease, so the job is queued again at once for another process. */
 #include <pthread.h>
-#include <sodium.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
