@@ -4,9 +4,10 @@
  * DESIGN
  * Every change is one Lua script (store_redis_lua.c): atomic, fenced by the
  * lease token, bumping `version`, appending to the job's event list and
- * publishing "ID EVENT" on ds:changes in one step; C never reads, modifies
- * and writes back. The scripts get the transition table generated from
- * job_transition_allowed(), so it is written once, in job.c.
+ * publishing "ID EVENT" on ds:changes in one step (one message per call, a
+ * line per change); C never reads, modifies and writes back. The scripts get
+ * the transition table generated from job_transition_allowed(), so it is
+ * written once, in job.c.
  *
  * Keys (all keys of one job share the hash tag {ID}):
  *   ds:{ID}:job      hash: the job's fields (C renders the job object from them)
