@@ -17,7 +17,9 @@
  *   ds:queue         stream + consumer group "workers": XREADGROUP claims,
  *                    heartbeats XCLAIM (keeping the entry fresh), the reaper
  *                    XAUTOCLAIMs entries idle past the lease (a dead worker's)
- *   ds:jobs, ds:state:N   zsets of ids (list pages; counts by state)
+ *   ds:jobs, ds:state:N   zsets of ids (list pages; counts by state), but
+ *                    none for running jobs: their queue entries, which the
+ *                    group's workers hold, say which and how many
  *   ds:expiry        zset id -> expiry ms, swept by the reaper
  *   ds:idem:SHA      "BODYHASH ID", 24 h
  *   ds:meta          hash: the id MAC key
@@ -169,7 +171,7 @@ static char *json_text(const json_t *v)
 }
 
 int redis_create_args(struct redis_create_args *a, const struct job *job,
-                      const struct job_events *ev, const struct store_idem *idem)
+                      const struct store_idem *idem)
 {
     memset(a, 0, sizeof *a);
     snprintf(a->id, sizeof a->id, "%s", job->id);
@@ -187,21 +189,19 @@ int redis_create_args(struct redis_create_args *a, const struct job *job,
         snprintf(a->hash, sizeof a->hash, "%s", idem->body_hash);
     }
     a->input = json_text(job->input);
-    a->event = strdup(ev->n ? ev->v[0].data : "");
-    return a->input && a->event ? 0 : DS_E_NOMEM;
+    return a->input ? 0 : DS_E_NOMEM;
 }
 
 void redis_create_args_clear(struct redis_create_args *a)
 {
     free(a->input);
-    free(a->event);
-    a->input = a->event = NULL;
+    a->input = NULL;
 }
 
 char *redis_create_command(const struct redis_store *s, struct redis_create_args *const *jobs,
                            size_t n, bool resend, size_t *len)
 {
-    const char **argv = malloc((2 + 10 * n) * sizeof *argv);
+    const char **argv = malloc((2 + 9 * n) * sizeof *argv);
     char count[24];
     if (!argv)
         return NULL;
@@ -210,11 +210,11 @@ char *redis_create_command(const struct redis_store *s, struct redis_create_args
     argv[1] = resend ? "1" : "0";
     for (size_t i = 0; i < n; i++) {
         const struct redis_create_args *a = jobs[i];
-        const char *v[] = {a->id,  a->type,  a->input,    a->ttl,  a->ma,
-                           a->now, a->event, a->idem_key, a->hash, a->idem_ms};
-        memcpy(argv + 2 + 10 * i, v, sizeof v);
+        const char *v[] = {a->id,  a->type,     a->input, a->ttl,    a->ma,
+                           a->now, a->idem_key, a->hash,  a->idem_ms};
+        memcpy(argv + 2 + 9 * i, v, sizeof v);
     }
-    char *cmd = redis_format_script(s, S_CREATE, "-", NULL, (int)(2 + 10 * n), argv, len);
+    char *cmd = redis_format_script(s, S_CREATE, "-", NULL, (int)(2 + 9 * n), argv, len);
     free(argv);
     return cmd;
 }
@@ -238,10 +238,11 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
                      const struct store_idem *idem, struct store_doc *out)
 {
     struct redis_store *s = R(st);
+    (void)ev; /* its one event, the first, is derived when read (redis_lua_create) */
     struct redis_create_args a, *one = &a;
     size_t len;
     char *cmd = NULL;
-    int rc = redis_create_args(&a, job, ev, idem);
+    int rc = redis_create_args(&a, job, idem);
     /* a resend: the connection layer sends it again if a reply is lost */
     if (!rc && !(cmd = redis_create_command(s, &one, 1, true, &len)))
         rc = DS_E_NOMEM;
@@ -675,20 +676,20 @@ static int rd_remove(store *st, const char *id)
     return rc;
 }
 
-/* Adds the jobs of ids (newest first) that match the type filter to out.
+/* Adds the jobs of ids[0..n) (newest first) that match the filter to out.
  * Returns 1 when the page is full and a further match exists. */
-static int add_page(struct redis_store *s, const redisReply *ids, const struct store_filter *f,
-                    struct store_list *out, char last[JOB_ID_SIZE])
+static int add_page(struct redis_store *s, const char *const *ids, size_t n,
+                    const struct store_filter *f, struct store_list *out, char last[JOB_ID_SIZE])
 {
-    for (size_t i = 0; i < ids->elements; i++) {
-        const char *id = ids->element[i]->str;
-        redisReply *r = redis_fmt(s, "HGETALL ds:{%s}:job", id);
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = redis_fmt(s, "HGETALL ds:{%s}:job", ids[i]);
         int rc = redis_hash_reply(r);
         struct job_text t;
         int64_t seq;
         if (rc == 0)
-            fields_to_text(r, 0, id, &t, &seq);
-        bool match = rc == 0 && (!f->type || !strcmp(t.type, f->type));
+            fields_to_text(r, 0, ids[i], &t, &seq);
+        bool match = rc == 0 && (!f->type || !strcmp(t.type, f->type)) &&
+                     (!f->has_state || t.state == f->state);
         if (match && out->n == (size_t)f->limit) { /* one more exists: a next page */
             memcpy(out->next_cursor, last, JOB_ID_SIZE);
             freeReplyObject(r);
@@ -696,7 +697,7 @@ static int add_page(struct redis_store *s, const redisReply *ids, const struct s
         }
         if (match) {
             out->docs[out->n++] = job_render_text(&t);
-            snprintf(last, JOB_ID_SIZE, "%s", id);
+            snprintf(last, JOB_ID_SIZE, "%s", ids[i]);
         }
         freeReplyObject(r);
         if (rc == DS_E_UNAVAILABLE || rc == DS_E_IO)
@@ -705,33 +706,104 @@ static int add_page(struct redis_store *s, const redisReply *ids, const struct s
     return 0;
 }
 
+/* Pages through a zset of ids (ds:jobs or ds:state:N), newest first. */
+static int list_zset(struct redis_store *s, const char *key, const struct store_filter *f,
+                     struct store_list *out)
+{
+    char max[JOB_ID_SIZE + 2], last[JOB_ID_SIZE] = "";
+    snprintf(max, sizeof max, f->cursor ? "(%s" : "+", f->cursor);
+    const char **ids = malloc((size_t)(f->limit + 1) * sizeof *ids);
+    int rc = ids ? 0 : DS_E_NOMEM;
+    for (bool more = true; rc == 0 && more;) {
+        redisReply *r = redis_fmt(s, "ZREVRANGEBYLEX %s %s - LIMIT 0 %d", key, max, f->limit + 1);
+        rc = !r ? DS_E_UNAVAILABLE : r->type != REDIS_REPLY_ARRAY ? DS_E_IO : 0;
+        size_t n = rc ? 0 : r->elements;
+        for (size_t i = 0; i < n; i++)
+            ids[i] = r->element[i]->str;
+        if (!rc)
+            rc = add_page(s, ids, n, f, out, last);
+        more = n == (size_t)f->limit + 1;
+        if (more)
+            snprintf(max, sizeof max, "(%s", ids[n - 1]);
+        freeReplyObject(r);
+    }
+    free(ids);
+    return rc;
+}
+
+static int newest_first(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)b, *(const char *const *)a);
+}
+
+/* The group's last delivered queue entry into last ("" if none): the
+ * entries up to it are exactly the running jobs' (acknowledged entries are
+ * deleted at once). */
+static int last_delivered(struct redis_store *s, char last[64])
+{
+    redisReply *g = redis_fmt(s, "XINFO GROUPS ds:queue");
+    *last = '\0';
+    for (size_t i = 0; g && g->type == REDIS_REPLY_ARRAY && i < g->elements; i++) {
+        const redisReply *grp = g->element[i];
+        bool ours = false;
+        for (size_t k = 0; grp->type == REDIS_REPLY_ARRAY && k + 1 < grp->elements; k += 2) {
+            const redisReply *key = grp->element[k], *val = grp->element[k + 1];
+            if (val->type != REDIS_REPLY_STRING)
+                continue;
+            if (!strcmp(key->str, "name"))
+                ours = !strcmp(val->str, "workers");
+            else if (ours && !strcmp(key->str, "last-delivered-id"))
+                snprintf(last, 64, "%s", val->str);
+        }
+    }
+    int rc = g ? 0 : DS_E_UNAVAILABLE;
+    freeReplyObject(g);
+    return rc;
+}
+
+/* Running jobs have no zset: their ids come from the queue entries handed to
+ * workers (as many as there are busy workers), sorted newest first. */
+static int list_running(struct redis_store *s, const struct store_filter *f, struct store_list *out)
+{
+    char last[64], page_last[JOB_ID_SIZE] = "";
+    int rc = last_delivered(s, last);
+    if (rc || !*last)
+        return rc;
+    redisReply *r = redis_fmt(s, "XREVRANGE ds:queue %s -", last);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return r ? DS_E_IO : DS_E_UNAVAILABLE;
+    }
+    const char **ids = malloc((r->elements + 1) * sizeof *ids);
+    size_t n = 0;
+    for (size_t i = 0; ids && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->elements == 2 && e->element[1]->elements == 2) {
+            const char *id = e->element[1]->element[1]->str;
+            if (!f->cursor || strcmp(id, f->cursor) < 0)
+                ids[n++] = id;
+        }
+    }
+    if (ids) {
+        qsort(ids, n, sizeof *ids, newest_first);
+        rc = add_page(s, ids, n, f, out, page_last);
+    }
+    free(ids);
+    freeReplyObject(r);
+    return ids ? rc : DS_E_NOMEM;
+}
+
 static int rd_list(store *st, const struct store_filter *f, struct store_list *out)
 {
     struct redis_store *s = R(st);
-    char key[32], max[JOB_ID_SIZE + 2], last[JOB_ID_SIZE] = "";
+    char key[32] = "ds:jobs";
     memset(out, 0, sizeof *out);
     if (f->has_state)
         snprintf(key, sizeof key, "ds:state:%d", f->state);
-    else
-        snprintf(key, sizeof key, "ds:jobs");
-    snprintf(max, sizeof max, f->cursor ? "(%s" : "+", f->cursor);
     out->docs = calloc((size_t)f->limit, sizeof *out->docs);
-    int rc = out->docs ? 0 : DS_E_NOMEM;
-    while (rc == 0) {
-        redisReply *ids = redis_fmt(s, "ZREVRANGEBYLEX %s %s - LIMIT 0 %d", key, max, f->limit + 1);
-        if (!ids)
-            rc = DS_E_UNAVAILABLE;
-        else if (ids->type != REDIS_REPLY_ARRAY)
-            rc = DS_E_IO;
-        else
-            rc = add_page(s, ids, f, out, last);
-        bool more = ids && ids->type == REDIS_REPLY_ARRAY && ids->elements == (size_t)f->limit + 1;
-        if (more)
-            snprintf(max, sizeof max, "(%s", ids->element[ids->elements - 1]->str);
-        freeReplyObject(ids);
-        if (!more)
-            break;
-    }
+    int rc = !out->docs                                ? DS_E_NOMEM
+             : f->has_state && f->state == JOB_RUNNING ? list_running(s, f, out)
+                                                       : list_zset(s, key, f, out);
     if (rc < 0) {
         store_list_clear(out);
         return rc;
@@ -751,10 +823,12 @@ static int push_event(struct job_events *out, const char *item)
     return job_events_push(out, seq, known ? known : "status", strdup(item + n));
 }
 
-/* A finished job keeps no event list: its last event is derived from its
- * fields. 0 with the event (if newer than after_seq) in out; NOTFOUND. */
-static int terminal_event(struct redis_store *s, const char *id, int64_t after_seq,
-                          struct job_events *out, int64_t *first_kept)
+/* Events derived from a job's fields where no list holds them: a finished
+ * job's last one, or the first one of a job no worker has claimed yet (the
+ * list starts with the claim's). 0 with the event (if newer than after_seq)
+ * in out; NOTFOUND. */
+static int derived_event(struct redis_store *s, const char *id, int64_t after_seq,
+                         struct job_events *out, int64_t *first_kept)
 {
     redisReply *r = redis_fmt(s, "HMGET ds:{%s}:job st v sq rs er", id);
     int rc = !r                                                 ? DS_E_UNAVAILABLE
@@ -762,8 +836,8 @@ static int terminal_event(struct redis_store *s, const char *id, int64_t after_s
              : r->element[0]->type != REDIS_REPLY_STRING        ? DS_E_NOTFOUND
                                                                 : 0;
     enum job_state st = rc ? JOB_QUEUED : (enum job_state)atoi(r->element[0]->str);
+    int64_t seq = rc ? 0 : strtoll(r->element[2]->str, NULL, 10);
     if (!rc && job_state_terminal(st)) {
-        int64_t seq = strtoll(r->element[2]->str, NULL, 10);
         const char *rs = r->element[3]->type == REDIS_REPLY_STRING ? r->element[3]->str : "";
         const char *er = r->element[4]->type == REDIS_REPLY_STRING ? r->element[4]->str : "";
         *first_kept = seq;
@@ -771,12 +845,17 @@ static int terminal_event(struct redis_store *s, const char *id, int64_t after_s
             rc = job_events_push(
                 out, seq, job_terminal_event_name(st),
                 job_terminal_event(id, strtoll(r->element[1]->str, NULL, 10), st, rs, er));
+    } else if (!rc && seq == 1) {
+        *first_kept = 1;
+        if (after_seq < 1)
+            rc = job_events_push(out, 1, "status", job_first_event(id));
     }
     freeReplyObject(r);
     return rc;
 }
 
-/* The list holds consecutive seqs: the first one says where "after" is. */
+/* The list holds consecutive seqs: the first one says where "after" is. It
+ * starts at 2 (the claim's event); the first event is derived. */
 static int rd_events(store *st, const char *id, int64_t after_seq, struct job_events *out,
                      int64_t *first_kept)
 {
@@ -784,13 +863,19 @@ static int rd_events(store *st, const char *id, int64_t after_seq, struct job_ev
     redisReply *first = redis_fmt(s, "LINDEX ds:{%s}:events 0", id);
     if (!first)
         return DS_E_UNAVAILABLE;
-    *first_kept = first->type == REDIS_REPLY_STRING ? strtoll(first->str, NULL, 10) : 0;
+    int64_t listed = first->type == REDIS_REPLY_STRING ? strtoll(first->str, NULL, 10) : 0;
     freeReplyObject(first);
-    if (*first_kept == 0)
-        return terminal_event(s, id, after_seq, out, first_kept);
-    long long from = after_seq + 1 - *first_kept;
-    redisReply *r = redis_fmt(s, "LRANGE ds:{%s}:events %lld -1", id, from > 0 ? from : 0);
-    int rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_ARRAY ? 0 : DS_E_IO;
+    if (listed == 0)
+        return derived_event(s, id, after_seq, out, first_kept);
+    int rc = 0;
+    *first_kept = listed == 2 ? 1 : listed;
+    if (listed == 2 && after_seq < 1)
+        rc = job_events_push(out, 1, "status", job_first_event(id));
+    long long from = after_seq + 1 - listed;
+    redisReply *r =
+        rc ? NULL : redis_fmt(s, "LRANGE ds:{%s}:events %lld -1", id, from > 0 ? from : 0);
+    if (!rc)
+        rc = !r ? DS_E_UNAVAILABLE : r->type == REDIS_REPLY_ARRAY ? 0 : DS_E_IO;
     for (size_t i = 0; !rc && i < r->elements; i++)
         rc = push_event(out, r->element[i]->str);
     freeReplyObject(r);
@@ -803,13 +888,17 @@ static int rd_changes(store *st, int64_t *cursor, store_change_fn fn, void *arg)
     return 0;
 }
 
+/* Running jobs are counted by the queue entries workers hold (the group's
+ * pending list); every other state by its zset. */
 static int rd_counts(store *st, int64_t counts[JOB_N_STATES])
 {
     for (int i = 0; i < JOB_N_STATES; i++) {
-        redisReply *r = redis_fmt(R(st), "ZCARD ds:state:%d", i);
+        redisReply *r = i == JOB_RUNNING ? redis_fmt(R(st), "XPENDING ds:queue workers")
+                                         : redis_fmt(R(st), "ZCARD ds:state:%d", i);
         if (!r)
             return DS_E_UNAVAILABLE;
-        counts[i] = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+        const redisReply *n = r->type == REDIS_REPLY_ARRAY && r->elements ? r->element[0] : r;
+        counts[i] = n->type == REDIS_REPLY_INTEGER ? n->integer : 0;
         freeReplyObject(r);
     }
     return 0;

@@ -241,12 +241,13 @@ int redis_create_async(store *st, const struct job *job, const struct job_events
                        const struct store_idem *idem, store_read_fn fn, void *arg)
 {
     struct redis_store *s = R(st);
+    (void)ev; /* the first event is derived when read */
     struct async_create *a = s->flush && async_ensure(s) == 0 ? calloc(1, sizeof *a) : NULL;
     if (!a)
         return DS_STORE_NO_ASYNC;
     a->fn = fn;
     a->arg = arg;
-    if (redis_create_args(&a->args, job, ev, idem) == 0 && store_doc_from_job(&a->doc, job) == 0 &&
+    if (redis_create_args(&a->args, job, idem) == 0 && store_doc_from_job(&a->doc, job) == 0 &&
         gather(s, a) == 0)
         return 0;
     async_create_free(a);

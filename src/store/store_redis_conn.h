@@ -99,10 +99,10 @@ int redis_peek(store *st, const char *id, int64_t *version, enum job_state *stat
 struct redis_create_args {
     char id[JOB_ID_SIZE], type[JOB_TYPE_MAX], ttl[24], ma[24], now[24], idem_ms[24];
     char idem_key[80], hash[65]; /* "" without an Idempotency-Key */
-    char *input, *event;         /* owned JSON texts */
+    char *input;                 /* owned JSON text */
 };
 int redis_create_args(struct redis_create_args *a, const struct job *job,
-                      const struct job_events *ev, const struct store_idem *idem);
+                      const struct store_idem *idem);
 void redis_create_args_clear(struct redis_create_args *a);
 /* The create script's command for n jobs (redisFreeCommand() it), or NULL.
  * resend: the jobs may exist already (a reply was lost), so look first. */

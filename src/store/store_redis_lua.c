@@ -18,8 +18,8 @@
  * a stream would cost a preallocated 4 KB node per job; deleted when the job
  * finishes), KEYS[3] ds:queue
  * (stream, group "workers"), KEYS[4] ds:jobs (zset, the list index),
- * KEYS[5] ds:expiry (zset by expiry time); ds:state:N (one zset per state,
- * for counts and filtered lists) are named inside the scripts.
+ * KEYS[5] ds:expiry (zset by expiry time); ds:state:N (one zset per state
+ * but running, for counts and filtered lists) are named inside the scripts.
  * Hash fields: st state, v version, sq last event seq, at attempts, ma max
  * attempts, tk lease token, le lease expiry (ms), cx cancel requested,
  * cr/sa/fi/ex created, started, finished, expires (ms, 0 = null), ttl (s), ty
@@ -31,7 +31,7 @@ const char redis_lua_prelude[] =
     "local NAMES = {[0]='queued', [1]='running', [2]='succeeded', [3]='failed', [4]='cancelled'}\n"
     /* K: the keys of the job at hand; claim_next learns them from the queue. */
     "local K = {job = KEYS[1], ev = KEYS[2]}\n"
-    "local STATE = {[0]='ds:state:0', [1]='ds:state:1', [2]='ds:state:2', [3]='ds:state:3',\n"
+    "local STATE = {[0]='ds:state:0', [2]='ds:state:2', [3]='ds:state:3',\n"
     "               [4]='ds:state:4'}\n"
     "local NUM = {st=1, v=1, sq=1, at=1, ma=1, le=1, cx=1, cr=1, sa=1, fi=1, ex=1, ttl=1}\n"
     "local FIELDS = {'st', 'v', 'sq', 'at', 'ma', 'tk', 'le', 'cx', 'cr', 'sa', 'fi', 'ex', 'ttl',\n"
@@ -102,8 +102,10 @@ const char redis_lua_prelude[] =
     /* move(): the transition table T (generated from C) decides. */
     "local function move(id, j, to, now)\n"
     "  if not T[j.st][to] then return false end\n"
-    "  redis.call('ZREM', STATE[j.st], id)\n"
-    "  redis.call('ZADD', STATE[to], 0, id)\n"
+    /* Running jobs have no zset: their queue entries are the group's
+     * pending list, which says which and how many. */
+    "  if j.st ~= 1 then redis.call('ZREM', STATE[j.st], id) end\n"
+    "  if to ~= 1 then redis.call('ZADD', STATE[to], 0, id) end\n"
     "  j.st = to\n"
     "  j.v = j.v + 1\n"
     "  if to == 1 then j.sa = now end\n"
@@ -212,31 +214,32 @@ const char redis_lua_prelude[] =
     "end\n";
 
 /* ARGV: the number of jobs, '1' if this is a resend (the jobs may exist
- * already), then per job: id, type, input, ttl, max_attempts, now, first
- * event data, idempotency key ('' = none), body hash, key ttl ms. Creates
- * them all (the creates an HTTP loop has in
- * flight go in one call); the reply has one entry per job: {'ok'} (the
- * caller knows the new job), {'exists', fields..., 'id', ID} for an
- * idempotent replay, or {'mismatch'}. No PUBLISH: nothing can be waiting on
- * a job before its id is known, and workers wait on the queue itself. */
+ * already), then per job: id, type, input, ttl, max_attempts, now,
+ * idempotency key ('' = none), body hash, key ttl ms. Creates them all (the
+ * creates an HTTP loop has in flight go in one call); the reply has one
+ * entry per job: {'ok'} (the caller knows the new job), {'exists',
+ * fields..., 'id', ID} for an idempotent replay, or {'mismatch'}.
+ * No event list yet: every job's first event is the same ("queued", version
+ * 1, attempts 1), so readers derive it (job_first_event()) until the claim
+ * appends the second. No PUBLISH: nothing can be waiting on a job before its
+ * id is known, and workers wait on the queue itself. */
 const char redis_lua_create[] =
     "local function create(a)\n"
     "  local id = a[1]\n"
-    "  local job, ev = 'ds:{' .. id .. '}:job', 'ds:{' .. id .. '}:events'\n"
+    "  local job = 'ds:{' .. id .. '}:job'\n"
     /* A create sent again after a lost reply finds its own job: the same
      * answer. (A first send cannot: its ids are new.) */
     "  if ARGV[2] == '1' and redis.call('EXISTS', job) == 1 then return {'ok'} end\n"
-    "  if a[8] ~= '' then\n"
-    "    local prior = redis.call('GET', a[8])\n"
+    "  if a[7] ~= '' then\n"
+    "    local prior = redis.call('GET', a[7])\n"
     "    if prior then\n"
     "      local hash, pid = string.match(prior, '^(%S+) (%S+)$')\n"
-    "      if hash ~= a[9] then return {'mismatch'} end\n"
+    "      if hash ~= a[8] then return {'mismatch'} end\n"
     "      local p = load('ds:{' .. pid .. '}:job')\n"
     "      if p then local r = reply('exists', p); r[#r + 1] = 'id'; r[#r + 1] = pid; return r end\n"
     "    end\n"
-    "    redis.call('SET', a[8], a[9] .. ' ' .. id, 'PX', a[10])\n"
+    "    redis.call('SET', a[7], a[8] .. ' ' .. id, 'PX', a[9])\n"
     "  end\n"
-    "  redis.call('RPUSH', ev, '1 status ' .. a[7])\n"
     "  local qid = redis.call('XADD', KEYS[3], '*', 'id', id)\n"
     "  redis.call('HSET', job, 'st', '0', 'v', '1', 'sq', '1', 'at', '1', 'ma', a[5], 'tk', '',\n"
     "             'le', '0', 'cx', '0', 'cr', a[6], 'sa', '0', 'fi', '0', 'ex', '0', 'ttl', a[4],\n"
@@ -247,7 +250,7 @@ const char redis_lua_create[] =
     "end\n"
     "local out = {}\n"
     "for i = 0, tonumber(ARGV[1]) - 1 do\n"
-    "  out[i + 1] = create({unpack(ARGV, 3 + i * 10, 12 + i * 10)})\n"
+    "  out[i + 1] = create({unpack(ARGV, 3 + i * 9, 11 + i * 9)})\n"
     "end\n"
     "return out\n";
 

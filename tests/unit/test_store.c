@@ -265,8 +265,20 @@ static size_t check_consecutive(const struct job_events *ev, int64_t first_kept)
 static void events_in_order(void **state)
 {
     struct fixture *f = *state;
-    char id[JOB_ID_SIZE], got[JOB_ID_SIZE];
+    char id[JOB_ID_SIZE], got[JOB_ID_SIZE], first_data[200];
     create(f, id, 3);
+    /* Before any claim: the one event every job starts with, to the byte. */
+    struct job_events ev0 = {0};
+    int64_t first0 = -1;
+    assert_int_equal(store_events(f->st, id, 0, &ev0, &first0), 0);
+    assert_int_equal(first0, 1);
+    assert_int_equal(ev0.n, 1);
+    assert_int_equal(ev0.v[0].seq, 1);
+    assert_string_equal(ev0.v[0].name, "status");
+    snprintf(first_data, sizeof first_data,
+             "{\"job_id\":\"%s\",\"version\":1,\"status\":\"queued\",\"attempts\":1}", id);
+    assert_string_equal(ev0.v[0].data, first_data);
+    job_events_clear(&ev0);
     assert_int_equal(claim(f, 51, 1000, got), 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(op(f, id, JOB_OP_PROGRESS, 51), 0);
@@ -323,6 +335,26 @@ static void list_pages_newest_first(void **state)
     assert_int_equal(store_counts(f->st, counts), 0);
     assert_int_equal(counts[JOB_QUEUED], 4);
     assert_int_equal(counts[JOB_RUNNING], 1);
+    /* Running jobs page like the rest: newest first, by cursor. */
+    assert_int_equal(claim(f, 62, 1000, got), 0); /* ids[1] */
+    assert_int_equal(claim(f, 63, 1000, got), 0); /* ids[2] */
+    running.limit = 2;
+    assert_int_equal(store_list(f->st, &running, &page), 0);
+    assert_int_equal(page.n, 2);
+    assert_non_null(strstr(page.docs[0], ids[2]));
+    assert_non_null(strstr(page.docs[1], ids[1]));
+    assert_string_equal(page.next_cursor, ids[1]);
+    strcpy(cursor, page.next_cursor);
+    store_list_clear(&page);
+    running.cursor = cursor;
+    assert_int_equal(store_list(f->st, &running, &page), 0);
+    assert_int_equal(page.n, 1);
+    assert_non_null(strstr(page.docs[0], ids[0]));
+    assert_string_equal(page.next_cursor, "");
+    store_list_clear(&page);
+    assert_int_equal(store_counts(f->st, counts), 0);
+    assert_int_equal(counts[JOB_QUEUED], 2);
+    assert_int_equal(counts[JOB_RUNNING], 3);
 }
 
 struct seen {
