@@ -38,7 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "store/store.h"
 #include "store/store_redis_conn.h"
@@ -923,8 +922,7 @@ static int rd_listen(store *st, store_change_fn fn, void *arg)
         redisReply *r = redis_ensure(s) ? NULL : redisCommand(s->c, "SUBSCRIBE ds:changes");
         if (!r) {
             redis_drop(s, "cannot subscribe");
-            struct timespec ts = {0, 200 * 1000000};
-            nanosleep(&ts, NULL);
+            clock_sleep_ms(200);
             continue;
         }
         freeReplyObject(r);

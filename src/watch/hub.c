@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define BUCKETS 4096
@@ -190,11 +191,7 @@ struct watch_hub *watch_hub_start(const char *store_uri, bool watchers)
         return NULL;
     pthread_mutex_init(&hub->mu, NULL);
     pthread_mutex_init(&hub->work_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&hub->work_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_mono_cond_init(&hub->work_cv);
     hub->cursor = -1;
     const char *why = NULL;
     int rc = store_open(store_uri, &hub->st, &why);
@@ -296,14 +293,7 @@ void watch_remove(struct watch_hub *hub, struct watch *w)
 
 void watch_hub_wait_work(struct watch_hub *hub, int timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = clock_mono_after((int64_t)timeout_ms * 1000);
     pthread_mutex_lock(&hub->work_mu);
     uint64_t gen = hub->work_gen;
     while (gen == hub->work_gen)

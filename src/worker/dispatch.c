@@ -25,7 +25,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "job/id.h"
 #include "store/store.h"
@@ -52,12 +51,6 @@ struct dispatcher {
     struct job ready[BATCH]; /* claimed for idle workers, not taken yet */
     size_t n_ready;
 };
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
 
 static void last_write_clear(struct last_write *w)
 {
@@ -103,13 +96,13 @@ static size_t settle(struct dispatcher *d, struct last_write *w, size_t n, size_
             live |= clock_mono_ms() - w[i].since <= d->lease_ms;
         if (!live)
             break;
-        sleep_ms(delay);
+        clock_sleep_ms(delay);
         rc = store_settle(d->st, sw, n, rcs, tokens, 0, d->lease_ms, clock_now_ms(), claimed, &got);
     }
     for (size_t i = 0; i < n; i++)
         last_write_log(w[i].id, rc ? DS_E_LEASE_LOST : rcs[i]);
     if (rc && !n)
-        sleep_ms(100); /* a claim failed: do not spin while the store is away */
+        clock_sleep_ms(100); /* a claim failed: do not spin while the store is away */
     return rc ? 0 : got;
 }
 
@@ -123,7 +116,7 @@ static void wait_for_work(struct dispatcher *d)
         .kind = JOB_OP_CLAIM, .token = job_lease_token_new(), .lease_ms = d->lease_ms};
     int rc = store_claim(d->st, &op, clock_now_ms(), &job);
     if (rc && rc != DS_E_EMPTY)
-        sleep_ms(100);
+        clock_sleep_ms(100);
     pthread_mutex_lock(&d->mu);
     d->in_store_wait = false;
     if (rc == 0) {
@@ -146,13 +139,7 @@ static size_t wanted(const struct dispatcher *d)
  * round trip this moment, nothing more. */
 static void coalesce(struct dispatcher *d)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += COALESCE_US * 1000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = clock_mono_after(COALESCE_US);
     while (!d->stopping && d->idle < d->workers && d->n_out < BATCH &&
            pthread_cond_timedwait(&d->wake, &d->mu, &until) == 0)
         ;
@@ -200,11 +187,7 @@ struct dispatcher *dispatcher_start(const char *store_uri, int64_t lease_ms, int
     d->lease_ms = lease_ms;
     d->workers = workers;
     pthread_mutex_init(&d->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_mono_cond_init(&d->wake);
     pthread_cond_init(&d->job_ready, NULL);
     if (pthread_create(&d->thread, NULL, dispatch_main, d)) {
         log_error("worker: cannot start the dispatcher: no thread");

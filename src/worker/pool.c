@@ -18,7 +18,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "config.h"
 #include "store/store.h"
@@ -62,12 +61,6 @@ struct job_ctx {
     int64_t last_write; /* monotonic ms of the last write the store took */
 };
 
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 static bool past_drain(struct worker_pool *p)
 {
     int64_t d = atomic_load(&p->drain_deadline);
@@ -91,7 +84,7 @@ static int fenced(struct job_ctx *ctx, enum job_op_kind kind, const json_t *payl
     for (int64_t delay = 50; rc == DS_E_UNAVAILABLE; delay = delay < 1000 ? delay * 2 : 1000) {
         if (clock_mono_ms() - ctx->last_write > p->lease_ms)
             return DS_E_LEASE_LOST; /* the reaper may have handed the job on */
-        sleep_ms(delay);
+        clock_sleep_ms(delay);
         rc = store_apply(ctx->w->st, ctx->job->id, &op, clock_now_ms(), NULL);
     }
     if (rc == 0) {
@@ -141,7 +134,7 @@ int job_ctx_sleep(struct job_ctx *ctx, int64_t ms)
         int64_t slice = until - now;
         if (slice > 50) /* stay responsive to a drain */
             slice = 50;
-        sleep_ms(slice);
+        clock_sleep_ms(slice);
     }
 }
 
@@ -212,7 +205,7 @@ static void back_off(int rc, int *last_rc, int64_t *delay_ms)
     if (rc != *last_rc)
         log_warn("worker: cannot claim a job: %s; backing off", ds_strerror(rc));
     *last_rc = rc;
-    sleep_ms(*delay_ms);
+    clock_sleep_ms(*delay_ms);
     *delay_ms = *delay_ms < 1000 ? *delay_ms * 2 : 2000;
 }
 
