@@ -218,16 +218,18 @@ char *redis_create_command(const struct redis_store *s, struct redis_create_args
     return cmd;
 }
 
-int redis_create_outcome(const redisReply *r, size_t i, size_t n, const char *id,
-                         struct store_doc *out)
+int redis_create_batch_rc(const redisReply *r, size_t n)
 {
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == n)
-        r = r->element[i];
-    else if (r && r->type != REDIS_REPLY_ERROR)
-        return DS_E_IO;
-    int rc = redis_reply_rc(r);
+        return 0;
+    return r && r->type != REDIS_REPLY_ERROR ? DS_E_IO : redis_reply_rc(r);
+}
+
+int redis_create_outcome(const redisReply *job, const char *id, struct store_doc *out)
+{
+    int rc = redis_reply_rc(job);
     if (rc == DS_E_EXISTS) {
-        int drc = redis_render_fields(r, 1, id, out);
+        int drc = redis_render_fields(job, 1, id, out);
         rc = drc ? drc : rc;
     }
     return rc;
@@ -247,7 +249,9 @@ static int rd_create(store *st, const struct job *job, const struct job_events *
         rc = DS_E_NOMEM;
     if (!rc) {
         redisReply *r = redis_run_formatted(s, cmd, len);
-        rc = redis_create_outcome(r, 0, 1, job->id, out);
+        rc = redis_create_batch_rc(r, 1);
+        if (!rc)
+            rc = redis_create_outcome(r->element[0], job->id, out);
         if (rc == 0 && out)
             rc = store_doc_from_job(out, job);
         freeReplyObject(r);

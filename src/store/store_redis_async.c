@@ -166,10 +166,11 @@ static void async_create_free(struct async_create *a)
 /* Answers every create of the batch from the reply r, then frees it. */
 static void batch_done(struct create_batch *b, const redisReply *r)
 {
+    int batch_rc = redis_create_batch_rc(r, b->n);
     for (size_t i = 0; i < b->n; i++) {
         struct async_create *a = b->jobs[i];
         struct store_doc existing = {0};
-        int rc = redis_create_outcome(r, i, b->n, a->args.id, &existing);
+        int rc = batch_rc ? batch_rc : redis_create_outcome(r->element[i], a->args.id, &existing);
         a->fn(rc, rc == 0 ? &a->doc : rc == DS_E_EXISTS ? &existing : NULL, a->arg);
         store_doc_clear(&existing);
         async_create_free(a);

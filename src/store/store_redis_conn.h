@@ -108,10 +108,12 @@ void redis_create_args_clear(struct redis_create_args *a);
  * resend: the jobs may exist already (a reply was lost), so look first. */
 char *redis_create_command(const struct redis_store *s, struct redis_create_args *const *jobs,
                            size_t n, bool resend, size_t *len);
-/* The outcome of job i of n in the create script's reply r: 0 (the caller
- * has the new job), DS_E_EXISTS with *out the existing one, or why not. */
-int redis_create_outcome(const redisReply *r, size_t i, size_t n, const char *id,
-                         struct store_doc *out);
+/* The create script's reply r for n jobs: 0 when it has an answer for each,
+ * or why none has one (logged once). */
+int redis_create_batch_rc(const redisReply *r, size_t n);
+/* One job's answer in that reply: 0 (the caller has the new job),
+ * DS_E_EXISTS with *out the existing one, or why not. */
+int redis_create_outcome(const redisReply *job, const char *id, struct store_doc *out);
 
 /* The HTTP loop's side (store_redis_async.c). */
 int redis_attach(store *st, struct event_base *base);
