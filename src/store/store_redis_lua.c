@@ -23,7 +23,9 @@
  * Hash fields: st state, v version, sq last event seq, at attempts, ma max
  * attempts, tk lease token, le lease expiry (ms), cx cancel requested,
  * cr/sa/fi/ex created, started, finished, expires (ms, 0 = null), ttl (s), ty
- * type, in/pr/rs/er JSON texts ('' = null), qid its queue entry. */
+ * type, in/pr/rs/er JSON texts ('' = null), qid its queue entry. A field
+ * that is missing reads as 0 (numbers) or null: a new job stores only the
+ * fields that have a value. */
 #include "store/store_redis_lua.h"
 
 // clang-format off
@@ -52,7 +54,7 @@ const char redis_lua_prelude[] =
     "  if not h[1] then return nil end\n"
     "  local data = {}\n"
     "  for i, k in ipairs(fields) do\n"
-    "    if h[i] then data[k] = NUM[k] and tonumber(h[i]) or h[i] end\n"
+    "    if NUM[k] then data[k] = tonumber(h[i] or 0) elseif h[i] then data[k] = h[i] end\n"
     "  end\n"
     "  DIRTY = {}\n"
     "  return setmetatable({}, {__index = data,\n"
@@ -241,9 +243,9 @@ const char redis_lua_create[] =
     "    redis.call('SET', a[7], a[8] .. ' ' .. id, 'PX', a[9])\n"
     "  end\n"
     "  local qid = redis.call('XADD', KEYS[3], '*', 'id', id)\n"
-    "  redis.call('HSET', job, 'st', '0', 'v', '1', 'sq', '1', 'at', '1', 'ma', a[5], 'tk', '',\n"
-    "             'le', '0', 'cx', '0', 'cr', a[6], 'sa', '0', 'fi', '0', 'ex', '0', 'ttl', a[4],\n"
-    "             'ty', a[2], 'in', a[3], 'pr', '', 'rs', '', 'er', '', 'qid', qid)\n"
+    /* Only the fields with a value: the others read as 0 or null. */
+    "  redis.call('HSET', job, 'st', '0', 'v', '1', 'sq', '1', 'at', '1', 'ma', a[5], 'cr', a[6],\n"
+    "             'ttl', a[4], 'ty', a[2], 'in', a[3], 'qid', qid)\n"
     "  redis.call('ZADD', KEYS[4], 0, id)\n"
     "  redis.call('ZADD', STATE[0], 0, id)\n"
     "  return {'ok'}\n"
