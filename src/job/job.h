@@ -121,10 +121,11 @@ void job_events_clear(struct job_events *ev);
 /* The last event of a finished job: its name ("result" or "error") and its
  * data, from the job's texts. The one definition of that event, for stores
  * that derive it instead of keeping it. Caller frees; NULL on no memory. */
-/* The data of every job's first event ("status" queued, version 1,
- * attempts 1) exactly as job_init() makes it, for a backend that derives it
- * instead of storing it. Caller frees; NULL without memory. */
-char *job_first_event(const char *id);
+/* The data of a "status" event exactly as job_init() and job_apply() make
+ * it, for a backend that derives the events every job has (the first,
+ * queued at version 1; the first claim's, running at version 2) instead of
+ * storing them. Caller frees; NULL without memory. */
+char *job_status_event(const char *id, int64_t version, enum job_state state, int attempts);
 
 const char *job_terminal_event_name(enum job_state state);
 char *job_terminal_event(const char *id, int64_t version, enum job_state state, const char *result,

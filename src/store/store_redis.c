@@ -826,12 +826,25 @@ static int push_event(struct job_events *out, const char *item)
     return job_events_push(out, seq, known ? known : "status", strdup(item + n));
 }
 
+/* Pushes the events every job starts with, those of seqs after_seq+1..upto
+ * (at most 1: queued at version 1; 2: the first claim's running, version 2,
+ * attempts 1). Redis stores neither: they are the same for every job. */
+static int push_first_events(const char *id, int64_t after_seq, int64_t upto,
+                             struct job_events *out)
+{
+    int rc = 0;
+    if (after_seq < 1 && upto >= 1)
+        rc = job_events_push(out, 1, "status", job_status_event(id, 1, JOB_QUEUED, 1));
+    if (!rc && after_seq < 2 && upto >= 2)
+        rc = job_events_push(out, 2, "status", job_status_event(id, 2, JOB_RUNNING, 1));
+    return rc;
+}
+
 /* Events derived from a job's fields where no list holds them: a finished
- * job's last one, or the first one of a job no worker has claimed yet (the
- * list starts with the claim's). 0 with the event (if newer than after_seq)
- * in out; NOTFOUND. */
-static int derived_event(struct redis_store *s, const char *id, int64_t after_seq,
-                         struct job_events *out, int64_t *first_kept)
+ * job's last one, or the first one or two of a job with no event of its own
+ * yet. 0 with the events newer than after_seq in out; NOTFOUND. */
+static int derived_events(struct redis_store *s, const char *id, int64_t after_seq,
+                          struct job_events *out, int64_t *first_kept)
 {
     redisReply *r = redis_fmt(s, "HMGET ds:{%s}:job st v sq rs er", id);
     int rc = !r                                                 ? DS_E_UNAVAILABLE
@@ -848,17 +861,16 @@ static int derived_event(struct redis_store *s, const char *id, int64_t after_se
             rc = job_events_push(
                 out, seq, job_terminal_event_name(st),
                 job_terminal_event(id, strtoll(r->element[1]->str, NULL, 10), st, rs, er));
-    } else if (!rc && seq == 1) {
+    } else if (!rc && seq <= 2) {
         *first_kept = 1;
-        if (after_seq < 1)
-            rc = job_events_push(out, 1, "status", job_first_event(id));
+        rc = push_first_events(id, after_seq, seq, out);
     }
     freeReplyObject(r);
     return rc;
 }
 
-/* The list holds consecutive seqs: the first one says where "after" is. It
- * starts at 2 (the claim's event); the first event is derived. */
+/* The list holds consecutive seqs from 3 on (2 in data written before the
+ * second event was derived too); the first element says where "after" is. */
 static int rd_events(store *st, const char *id, int64_t after_seq, struct job_events *out,
                      int64_t *first_kept)
 {
@@ -869,11 +881,9 @@ static int rd_events(store *st, const char *id, int64_t after_seq, struct job_ev
     int64_t listed = first->type == REDIS_REPLY_STRING ? strtoll(first->str, NULL, 10) : 0;
     freeReplyObject(first);
     if (listed == 0)
-        return derived_event(s, id, after_seq, out, first_kept);
-    int rc = 0;
-    *first_kept = listed == 2 ? 1 : listed;
-    if (listed == 2 && after_seq < 1)
-        rc = job_events_push(out, 1, "status", job_first_event(id));
+        return derived_events(s, id, after_seq, out, first_kept);
+    *first_kept = listed <= 3 ? 1 : listed;
+    int rc = listed <= 3 ? push_first_events(id, after_seq, listed - 1, out) : 0;
     long long from = after_seq + 1 - listed;
     redisReply *r =
         rc ? NULL : redis_fmt(s, "LRANGE ds:{%s}:events %lld -1", id, from > 0 ? from : 0);

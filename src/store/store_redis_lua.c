@@ -112,6 +112,13 @@ const char redis_lua_prelude[] =
     "  j.v = j.v + 1\n"
     "  if to == 1 then j.sa = now end\n"
     "  if to == 0 then j.tk = ''; j.le = 0; enqueue(id, j) end\n"
+    /* The first claim's event (seq 2: running, version 2, attempts 1) is the
+     * same for every job, so it is derived when read, like the first. */
+    "  if to == 1 and j.sq == 1 and j.v == 2 and j.at == 1 then\n"
+    "    j.sq = 2\n"
+    "    publish(id, 'status')\n"
+    "    return true\n"
+    "  end\n"
     "  if to < 2 then emit_status(id, j); return true end\n"
     "  j.fi = now\n"
     "  j.ex = now + j.ttl * 1000\n"
@@ -120,10 +127,10 @@ const char redis_lua_prelude[] =
      * last one (result or error) is derived from the fields when read, by
      * job_terminal_event() in C, and a client resuming from older gets a
      * snapshot first. */
+    "  if j.sq > 2 then redis.call('DEL', K.ev) end\n" /* else it never had a list */
     "  j.sq = j.sq + 1\n"
     "  publish(id, to == 2 and 'result' or 'error')\n"
     "  j.tk, j.le, j.qid = '', 0, ''\n"
-    "  redis.call('DEL', K.ev)\n"
     "  redis.call('ZADD', KEYS[5], D(j.ex), id)\n"
     "  redis.call('PEXPIREAT', K.job, D(j.ex))\n"
     "  return true\n"
@@ -221,9 +228,9 @@ const char redis_lua_prelude[] =
  * creates an HTTP loop has in flight go in one call); the reply has one
  * entry per job: {'ok'} (the caller knows the new job), {'exists',
  * fields..., 'id', ID} for an idempotent replay, or {'mismatch'}.
- * No event list yet: every job's first event is the same ("queued", version
- * 1, attempts 1), so readers derive it (job_first_event()) until the claim
- * appends the second. No PUBLISH: nothing can be waiting on a job before its
+ * No event list yet: every job's first two events are the same ("queued"
+ * at version 1; the first claim's "running" at version 2, attempts 1), so
+ * readers derive them (job_status_event()); the list starts at seq 3. No PUBLISH: nothing can be waiting on a job before its
  * id is known, and workers wait on the queue itself. */
 const char redis_lua_create[] =
     "local function create(a)\n"

@@ -280,6 +280,10 @@ static void events_in_order(void **state)
     assert_string_equal(ev0.v[0].data, first_data);
     job_events_clear(&ev0);
     assert_int_equal(claim(f, 51, 1000, got), 0);
+    assert_int_equal(store_events(f->st, id, 1, &ev0, &first0), 0); /* just the claim's */
+    assert_int_equal(ev0.n, 1);
+    assert_int_equal(ev0.v[0].seq, 2);
+    job_events_clear(&ev0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(op(f, id, JOB_OP_PROGRESS, 51), 0);
     struct job_events ev = {0};
@@ -288,6 +292,9 @@ static void events_in_order(void **state)
     assert_int_equal(first, 1);
     assert_int_equal(check_consecutive(&ev, 1), 5); /* queued, running, 3 progress */
     assert_string_equal(ev.v[1].name, "status");
+    snprintf(first_data, sizeof first_data,
+             "{\"job_id\":\"%s\",\"version\":2,\"status\":\"running\",\"attempts\":1}", id);
+    assert_string_equal(ev.v[1].data, first_data);
     assert_string_equal(ev.v[4].name, "progress");
     job_events_clear(&ev);
     assert_int_equal(store_events(f->st, id, 3, &ev, &first), 0);
