@@ -417,7 +417,8 @@ static int rd_apply(store *st, const char *id, const struct job_op *op, int64_t 
 }
 
 static int claim_reply(const redisReply *r, uint64_t token, struct job *out);
-static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct job *out);
+static int recheck_own(struct redis_store *s, const struct job_op *op, int64_t now_ms,
+                       struct job *out);
 
 /* The settle script's arguments: 5 + 6 per write + 1 per token, in buf
  * (numbers) and texts (JSON, owned, n of them). */
@@ -475,10 +476,10 @@ static int rd_settle(store *st, const struct store_write *w, size_t n, int *rcs,
 {
     struct redis_store *s = R(st);
     *n_claimed = 0;
-    if (s->recheck_pending && n_claim) { /* rd_claim() looks at our own entries first */
+    if (s->recheck_pending && n_claim) { /* our own pending entries first */
         int rc = rd_settle(st, w, n, rcs, tokens, 0, lease_ms, now_ms, claimed, n_claimed);
         struct job_op op = {.kind = JOB_OP_CLAIM, .token = tokens[0], .lease_ms = lease_ms};
-        if (!rc && rd_claim(st, &op, now_ms, claimed) == 0)
+        if (!rc && recheck_own(s, &op, now_ms, claimed) == 0)
             *n_claimed = 1;
         return rc;
     }
@@ -580,28 +581,53 @@ static int claim_entry(struct redis_store *s, const char *qid, const char *id,
     return rc;
 }
 
-/* Waits up to half a second for a queue entry, then claims its job. After a
- * claim that failed midway (Redis went away between reading the entry and
- * running the script), the entries already delivered to this consumer are
- * tried first, so such a job does not wait a whole lease for the reaper. */
+/* After a call that failed midway (Redis went away between a blocking read
+ * and its claim, or a reply was lost): this consumer's pending entries whose
+ * job is still queued are claimed now instead of after a lease. One pass;
+ * entries of running jobs are left to their lease. 0 with *out, DS_E_EMPTY,
+ * or why not. */
+static int recheck_own(struct redis_store *s, const struct job_op *op, int64_t now_ms,
+                       struct job *out)
+{
+    redisReply *r =
+        redis_fmt(s, "XREADGROUP GROUP workers %s COUNT 100 STREAMS ds:queue 0", s->consumer);
+    if (!r)
+        return DS_E_UNAVAILABLE;
+    const redisReply *entries =
+        r->type == REDIS_REPLY_ARRAY && r->elements == 1 ? r->element[0]->element[1] : NULL;
+    int rc = DS_E_EMPTY;
+    for (size_t i = 0; entries && rc == DS_E_EMPTY && i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        if (e->elements == 2 && e->element[1]->elements == 2)
+            rc =
+                claim_entry(s, e->element[0]->str, e->element[1]->element[1]->str, op, now_ms, out);
+    }
+    if (rc != DS_E_UNAVAILABLE && rc != DS_E_IO)
+        s->recheck_pending = false;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Claims the next queued job, first looking at this consumer's own pending
+ * entries when a call failed midway; when the queue is empty, waits up to
+ * half a second for an entry, then claims its job. */
 static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct job *out)
 {
     struct redis_store *s = R(st);
-    if (!s->recheck_pending) { /* while there is work: one round trip */
-        int rc = claim_next(s, op, now_ms, out);
-        if (rc != DS_E_EMPTY) {
-            s->recheck_pending = rc == DS_E_UNAVAILABLE || rc == DS_E_IO;
+    if (s->recheck_pending) {
+        int rc = recheck_own(s, op, now_ms, out);
+        if (rc != DS_E_EMPTY)
             return rc;
-        }
+    }
+    int rc = claim_next(s, op, now_ms, out); /* while there is work: one round trip */
+    if (rc != DS_E_EMPTY) {
+        s->recheck_pending = rc == DS_E_UNAVAILABLE || rc == DS_E_IO;
+        return rc;
     }
     int64_t waited_from = clock_mono_ms(); /* now_ms is older by the wait */
     for (int tries = 0; tries < 8; tries++) {
-        bool own = s->recheck_pending;
-        redisReply *r =
-            redis_fmt(s,
-                      own ? "XREADGROUP GROUP workers %s COUNT 1 STREAMS ds:queue 0"
-                          : "XREADGROUP GROUP workers %s COUNT 1 BLOCK 500 STREAMS ds:queue >",
-                      s->consumer);
+        redisReply *r = redis_fmt(
+            s, "XREADGROUP GROUP workers %s COUNT 1 BLOCK 500 STREAMS ds:queue >", s->consumer);
         if (!r) {
             s->recheck_pending = true;
             return DS_E_UNAVAILABLE;
@@ -609,13 +635,9 @@ static int rd_claim(store *st, const struct job_op *op, int64_t now_ms, struct j
         char qid[64], id[JOB_ID_SIZE];
         int found = r->type == REDIS_REPLY_ARRAY && read_entry(r, qid, sizeof qid, id) == 0;
         freeReplyObject(r);
-        if (!found && own) {
-            s->recheck_pending = false;
-            continue;
-        }
         if (!found)
             return DS_E_EMPTY;
-        int rc = claim_entry(s, qid, id, op, now_ms + clock_mono_ms() - waited_from, out);
+        rc = claim_entry(s, qid, id, op, now_ms + clock_mono_ms() - waited_from, out);
         if (rc == DS_E_UNAVAILABLE || rc == DS_E_IO)
             s->recheck_pending = true;
         if (rc != DS_E_EMPTY)

@@ -293,19 +293,15 @@ const char redis_lua_settle[] =
     "return done(r)\n";
 
 /* ARGV: id, queue entry id, token, lease_ms, now. Claims the job of one
- * queue entry of this worker's (delivered by XREADGROUP BLOCK, or left
- * pending by a claim whose reply was lost). */
+ * queue entry of this consumer's: delivered by XREADGROUP BLOCK, or found
+ * pending by the recheck after a call whose reply was lost. */
 const char redis_lua_claim[] =
     "local id, qid, now = ARGV[1], ARGV[2], tonumber(ARGV[5])\n"
     "local j = load(KEYS[1], CLAIM)\n"
-    /* Running under this very entry: a claim of ours whose reply was lost
-     * (the entry is in our pending list), so the job is ours to run. */
-    "if j and j.st == 1 and j.qid == qid then\n"
-    "  j.tk = ARGV[3]\n"
-    "  j.le = now + tonumber(ARGV[4])\n"
-    "  save(j)\n"
-    "  return {'ok', id, j.ty, j['in'], D(j.at), D(j.ma), D(j.v), D(j.sq), D(j.cr), D(j.ttl)}\n"
-    "end\n"
+    /* Running under this very entry: a job some worker of ours runs, or one
+     * a lost reply claimed for nobody. Its lease decides, not us: the entry
+     * stays, and if nobody renews the lease the reaper hands the job on. */
+    "if j and j.st == 1 and j.qid == qid then return {'skip'} end\n"
     "if not j or j.st ~= 0 or j.qid ~= qid then\n"
     "  redis.call('XACK', KEYS[3], 'workers', qid)\n"
     "  redis.call('XDEL', KEYS[3], qid)\n"
